@@ -1,0 +1,1 @@
+"""The data-generating agents: a functional soft actor-critic and the random baseline."""

@@ -1,0 +1,1 @@
+"""The vision-language models: Flax CLIP / NegCLIP and big_vision-style PaliGemma."""
