@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from rls3_jax.config import AGENTS, ENVS, PRESETS, REWARD_MODES, VLMS, RunConfig, preset
 
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="default",
                         help=f"{' | '.join(PRESETS)}: paper = the paper's values; default = about 10 minutes on a "
                              "2-core CPU; smoke = under a minute")
-    parser.add_argument("--out", default="runs/latest", help="run directory (metrics, checkpoints, figures)")
+    parser.add_argument("--out", default=None,
+                        help="run directory: metrics, checkpoints, TensorBoard events (default: a new "
+                             "runs/VLM-AGENT-seedN-TIME)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None,
                         help="a local Hugging Face checkpoint directory (default: the embedded small model)")
@@ -86,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = config_from_args(args)
-        run(config, args.out, resume=args.resume, budget_from=args.budget_from)
+        if args.out is None:
+            if args.resume:
+                raise ValueError("--resume needs --out: the run directory to continue")
+            args.out = f"runs/{config.vlm}-{config.agent}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        records = run(config, args.out, resume=args.resume, budget_from=args.budget_from)
     except (RunError, ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, OSError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
@@ -94,7 +101,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is intact; continue with --resume", file=sys.stderr)
         return 130
+    first, last = records[0], records[-1]
+    print(f"{config.vlm} / {config.agent}: test {_METRIC[config.vlm]} {first['test_metric']:.3f} -> "
+          f"{last['test_metric']:.3f} after {last['iteration']} iterations and {last['generated_samples']} "
+          f"generated samples{' (stopped early)' if last['stopped_early'] else ''}")
+    print(f"outputs in {args.out}: metrics.jsonl, tensorboard/, checkpoint/; figures: python -m rls3_jax.report "
+          f"{args.out}")
     return 0
+
+
+_METRIC = {"paligemma": "mean rubric score", "clip": "accuracy", "negclip": "accuracy"}
 
 
 if __name__ == "__main__":

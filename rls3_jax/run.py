@@ -146,6 +146,13 @@ def _sac_config(config: RunConfig):
     return SACConfig(buffer_size=1_000_000 if config.preset == "paper" else 100_000)
 
 
+def replay_template(config: RunConfig, obs_dim: int, act_dim: int):
+    """An empty replay buffer of the run's capacity (also the structure checkpoints restore into)."""
+    from rls3_jax.sac import buffer as replay
+
+    return replay.init(_sac_config(config).buffer_size, obs_dim, act_dim)
+
+
 def _initial_agent(config: RunConfig, out: Path, obs_dim: int, act_dim: int):
     from rls3_jax.sac import buffer as replay
 
@@ -272,7 +279,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
 
     template_vlm = learner.init_state(config.seed)
     template_agent = agent.init(_sac_config(config), obs_dim, act_dim, config.seed)
-    template_buffer = replay.init(_sac_config(config).buffer_size, obs_dim, act_dim)
+    template_buffer = replay_template(config, obs_dim, act_dim)
     test_term_counts, test_complexity_counts = _term_counts(test_samples)
     inference_s = 0.0
 
