@@ -132,7 +132,7 @@ def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
     tree, _ = checkpoint.load(tmp_path / "r" / "checkpoint")
     template = run.replay_template(config, 32, 3)
     buffer = checkpoint.restore_like(template, tree["buffer"])
-    rewards = np.asarray(buffer.rewards).reshape(-1)[: records[-1]["generated_samples"]]
+    rewards = np.asarray(buffer.data.reward)[: records[-1]["generated_samples"]]
     patched = rewards[np.abs(np.abs(rewards) - 1.0) > 1e-6]
     if mode == "batch":
         # one patch per episode: the last transition gets beta * (1 - metric)^2 = 10 * 1 with w = 0
