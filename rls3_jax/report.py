@@ -99,8 +99,11 @@ def draw(runs: list[dict], out: Path) -> Path:
         for label, group in sorted(groups.items()):
             for when, index in (("before", 0), ("after", -1)):
                 values = np.array([[r["records"][index][key].get(k, np.nan) for k in keys] for r in group], float)
-                ax.bar(positions + offset * width, np.nanmean(values, 0), width,
-                       yerr=np.nanstd(values, 0), label=f"{label}, {when}")
+                seen = ~np.isnan(values)
+                # a term absent from the test set has no score: draw nothing rather than warn about NaN
+                mean = np.where(seen.any(0), np.nansum(values, 0) / np.maximum(seen.sum(0), 1), 0.0)
+                std = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(seen.sum(0), 1))
+                ax.bar(positions + offset * width, mean, width, yerr=std, label=f"{label}, {when}")
                 offset += 1
         counts = group[0]["records"][-1].get(count_key, {})
         ax.set_xticks(positions + width * (offset - 1) / 2)

@@ -167,3 +167,21 @@ def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and needle in err and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_draws_the_figures_from_several_runs(tmp_path, scalar_learner):
+    from PIL import Image
+
+    from rls3_jax import report
+
+    for seed in (0, 1):
+        run.run(smoke_config(iterations=2, seed=seed), tmp_path / f"sac{seed}")
+        run.run(smoke_config(agent="random", iterations=2, seed=seed), tmp_path / f"rnd{seed}")
+    dirs = [str(tmp_path / n) for n in ("sac0", "sac1", "rnd0", "rnd1")]
+    assert report.main([*dirs, "--out", str(tmp_path / "fig")]) == 0
+    for name in ("fig5_score_vs_data", "fig6_per_term", "fig7_complexity", "fig8_finetune_loss", "fig9_validation"):
+        with Image.open(tmp_path / "fig" / f"{name}.png") as image:
+            assert image.size[0] > 300 and len(np.unique(np.asarray(image.convert("L")))) > 10  # drawn, not blank
+    summary = (tmp_path / "fig" / "summary.md").read_text()
+    assert "| SAC / clip | 2 |" in summary and "| Random / clip | 2 |" in summary
+    assert report.main([str(tmp_path / "nowhere")]) == 2
