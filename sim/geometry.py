@@ -76,7 +76,9 @@ def target(geo: dict, k, action, xp=np):
     catch = under & (top <= tb + DROP_TOL) & (tb - top <= MAX_DROP)
     s = xp.argmax(xp.where(catch, top, -xp.inf))
     found = xp.any(catch)
-    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS)
+    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (
+        xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS
+    )
     ny = top[s] + h[1]
     new = xp.stack([tx, ny, tz])
     overlap = (
@@ -131,8 +133,13 @@ def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, sc
     tz = pz + a2 * scale[2]
     best, best_top = -1, -np.inf
     for i, (cx, top, cz, shx, shz) in enumerate(surfaces):
-        if (abs(tx - cx) <= shx and abs(tz - cz) <= shz and top <= tb + DROP_TOL and tb - top <= MAX_DROP
-                and top > best_top):
+        if (
+            abs(tx - cx) <= shx
+            and abs(tz - cz) <= shz
+            and top <= tb + DROP_TOL
+            and tb - top <= MAX_DROP
+            and top > best_top
+        ):
             best, best_top = i, top
     if best < 0:
         return False, (tx, tb + hy, tz), -1

@@ -29,9 +29,7 @@ class ObjectSpec:
     @property
     def half(self) -> tuple[float, float, float]:
         """Half-size of the bounding box, centred on the object's centre."""
-        return tuple(
-            round(max(abs(p.offset[a]) + p.half[a] for p in self.primitives), 6) for a in range(3)
-        )
+        return tuple(round(max(abs(p.offset[a]) + p.half[a] for p in self.primitives), 6) for a in range(3))
 
 
 def _obj(name: str, *primitives: tuple) -> ObjectSpec:

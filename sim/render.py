@@ -14,9 +14,8 @@ import math
 import numpy as np
 
 from sim.objects import OBJECTS, ObjectSpec
-from sim.scenes import Scene, camera_basis
+from sim.scenes import FOV_Y_DEG, Scene, camera_basis
 
-FOV_Y_DEG = 60.0
 LIGHT = np.array([-0.35, 1.0, -0.45]) / np.linalg.norm([-0.35, 1.0, -0.45])
 AMBIENT, DIFFUSE = 0.45, 0.55
 _MISS = np.float32(np.inf)
@@ -99,7 +98,9 @@ class View:
         self.forward, self.right, self.up = (np.asarray(v) for v in camera_basis(scene.camera_rotation))
         self.focal = 0.5 * H / math.tan(math.radians(FOV_Y_DEG) / 2)
         jj, ii = np.meshgrid(np.arange(W) + 0.5 - W / 2, np.arange(H) + 0.5 - H / 2)
-        dirs = self.forward + (jj / self.focal)[..., None] * self.right - (ii / self.focal)[..., None] * self.up
+        dirs = (
+            self.forward + (jj / self.focal)[..., None] * self.right - (ii / self.focal)[..., None] * self.up
+        )
         dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
         self.dirs = dirs.astype(np.float32)
         with np.errstate(divide="ignore"):

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 
 SPLITS = ("train", "val", "test")
+FOV_Y_DEG = 60.0  # vertical field of view of every scene camera (square images: also horizontal)
+FRAME_MARGIN = 0.07  # fraction of the image kept free around the designated surfaces
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def camera_basis(rotation):
 
 # ---- furniture builders: each returns (boxes, surface or None) ----
 
+
 def _darker(colour, f=0.7):
     return tuple(c * f for c in colour)
 
@@ -95,7 +98,9 @@ def shelf(name, x, z, w, d, h, colour):
     """Wall shelf: a 4 cm board with two brackets; its top is a designated surface."""
     boxes = [Box((x, h - 0.02, z), (w / 2, 0.02, d / 2), colour)]
     for sx in (-1, 1):
-        boxes.append(Box((x + sx * (w / 2 - 0.06), h - 0.12, z + d / 2 - 0.1), (0.015, 0.08, 0.1), _darker(colour)))
+        boxes.append(
+            Box((x + sx * (w / 2 - 0.06), h - 0.12, z + d / 2 - 0.1), (0.015, 0.08, 0.1), _darker(colour))
+        )
     return boxes, Surface(name, (x, h, z), (w / 2, d / 2))
 
 
@@ -114,17 +119,66 @@ def chair(x, z, colour, facing=1):
     return seat + back + legs, None
 
 
-def _scene(index, name, split, pieces, camera_position, target, room_half=(2.8, 1.4, 2.8),
-           wall=(0.82, 0.80, 0.74), floor=((0.55, 0.42, 0.30), (0.50, 0.38, 0.27)), move_scale=(0.35, 0.5, 0.35)):
+def frame_camera(position, target, surfaces, room_half, headroom=0.35):
+    """Back the camera away from `target` (keeping its direction) until every designated surface, and the
+    space `headroom` above it, projects inside the image with FRAME_MARGIN to spare (or a wall is reached)."""
+    tan = math.tan(math.radians(FOV_Y_DEG) / 2) * (1 - 2 * FRAME_MARGIN)
+    points = [
+        (s.center[0] + sx * s.half[0], s.center[1] + dy, s.center[2] + sz * s.half[1])
+        for s in surfaces
+        for sx in (-1, 1)
+        for sz in (-1, 1)
+        for dy in (0.0, headroom)
+    ]
+    factor = 1.0
+    while True:
+        pos = tuple(t + factor * (p - t) for p, t in zip(position, target))
+        forward, right, up = camera_basis(look_at(pos, target))
+        fits = True
+        for q in points:
+            d = [q[i] - pos[i] for i in range(3)]
+            z = sum(a * b for a, b in zip(d, forward))
+            x = sum(a * b for a, b in zip(d, right))
+            y = sum(a * b for a, b in zip(d, up))
+            if z <= 0 or abs(x) > tan * z or abs(y) > tan * z:
+                fits = False
+                break
+        inside = all(abs(pos[i]) < room_half[i] - 0.15 for i in (0, 2)) and pos[1] < 2 * room_half[1] - 0.1
+        if fits or not inside:
+            return tuple(round(v, 3) for v in pos)
+        factor += 0.02
+
+
+def _scene(
+    index,
+    name,
+    split,
+    pieces,
+    camera_position,
+    target,
+    room_half=(2.8, 1.4, 2.8),
+    wall=(0.82, 0.80, 0.74),
+    floor=((0.55, 0.42, 0.30), (0.50, 0.38, 0.27)),
+    move_scale=(0.35, 0.5, 0.35),
+):
     boxes, surfaces = [], []
     for piece_boxes, surface in pieces:
         boxes += piece_boxes
         if surface is not None:
             surfaces.append(surface)
+    camera_position = frame_camera(camera_position, target, surfaces, room_half)
     return Scene(
-        index=index, name=name, split=split, room_half=room_half, wall_colour=wall, floor_colours=floor,
-        boxes=tuple(boxes), surfaces=tuple(surfaces), camera_position=camera_position,
-        camera_rotation=look_at(camera_position, target), move_scale=move_scale,
+        index=index,
+        name=name,
+        split=split,
+        room_half=room_half,
+        wall_colour=wall,
+        floor_colours=floor,
+        boxes=tuple(boxes),
+        surfaces=tuple(surfaces),
+        camera_position=camera_position,
+        camera_rotation=look_at(camera_position, target),
+        move_scale=move_scale,
     )
 
 
@@ -134,75 +188,155 @@ WHITE = (0.90, 0.90, 0.88)
 GREY = (0.55, 0.56, 0.58)
 
 TRAIN_SCENES: tuple[Scene, ...] = (
-    _scene(0, "kitchen", "train", [
-        cabinet("counter", -0.9, 1.9, 1.6, 0.6, 0.9, WHITE, top=(0.25, 0.25, 0.28)),
-        shelf("wall shelf", 1.1, 2.6, 1.0, 0.36, 1.35, DARK_WOOD),
-        table("kitchen table", 0.25, 0.45, 1.2, 0.8, 0.75, WOOD),
-        cabinet("stool", -1.35, 0.15, 0.45, 0.45, 0.6, (0.30, 0.45, 0.60)),
-        block(2.25, 0.0, 2.3, 0.8, 1.8, 0.7, (0.85, 0.87, 0.90)),  # fridge
-    ], (0.0, 1.75, -2.1), (0.0, 0.6, 1.0), wall=(0.80, 0.86, 0.80), floor=((0.80, 0.80, 0.78), (0.45, 0.45, 0.48))),
-    _scene(1, "bedroom", "train", [
-        cabinet("bed", -0.7, 1.5, 1.5, 1.9, 0.55, (0.35, 0.45, 0.75), top=(0.92, 0.92, 0.96)),
-        block(-0.7, 0.55, 2.5, 1.5, 0.45, 0.1, DARK_WOOD),  # headboard
-        cabinet("nightstand", 0.45, 2.2, 0.5, 0.45, 0.6, WOOD),
-        cabinet("dresser", 1.55, 1.2, 0.6, 1.2, 1.0, (0.70, 0.55, 0.40)),
-        table("desk", 0.9, -0.3, 1.0, 0.6, 0.75, WHITE),
-        shelf("wall shelf", -2.6, -0.1, 0.36, 1.0, 1.3, DARK_WOOD),
-    ], (0.3, 1.7, -2.2), (0.0, 0.55, 1.0), wall=(0.88, 0.80, 0.82), floor=((0.60, 0.45, 0.32), (0.55, 0.40, 0.28))),
-    _scene(2, "living room", "train", [
-        table("coffee table", 0.0, 0.55, 1.2, 0.6, 0.42, DARK_WOOD),
-        block(0.0, 0.0, 1.9, 2.0, 0.45, 0.8, (0.40, 0.55, 0.45)),  # sofa seat
-        block(0.0, 0.45, 2.2, 2.0, 0.45, 0.2, (0.36, 0.50, 0.40)),  # sofa back
-        cabinet("side table", 1.45, 1.8, 0.5, 0.5, 0.55, WOOD),
-        cabinet("tv stand", -1.65, 0.6, 0.5, 1.4, 0.7, (0.25, 0.25, 0.27)),
-        cabinet("bookcase", 1.75, 0.2, 0.5, 0.8, 1.25, (0.55, 0.35, 0.20)),
-    ], (0.0, 1.7, -2.0), (0.0, 0.5, 0.9), wall=(0.90, 0.86, 0.72), floor=((0.62, 0.50, 0.36), (0.58, 0.46, 0.33))),
-    _scene(3, "dining room", "train", [
-        table("dining table", 0.0, 0.9, 1.6, 0.9, 0.76, (0.50, 0.32, 0.18)),
-        chair(-0.45, 0.2, DARK_WOOD), chair(0.45, 0.2, DARK_WOOD),
-        cabinet("sideboard", 0.0, 2.4, 1.6, 0.45, 0.95, (0.80, 0.78, 0.70)),
-        cabinet("serving cart", -1.75, 0.5, 0.6, 0.45, 0.6, GREY),
-        shelf("wall shelf", 1.8, 2.6, 0.8, 0.34, 1.45, DARK_WOOD),
-    ], (0.5, 1.75, -1.8), (0.0, 0.7, 1.1), wall=(0.78, 0.82, 0.90), floor=((0.70, 0.62, 0.50), (0.40, 0.30, 0.22))),
-    _scene(4, "office", "train", [
-        table("desk", -0.3, 1.0, 1.4, 0.7, 0.74, (0.85, 0.85, 0.82), legs=(0.2, 0.2, 0.2)),
-        chair(-0.3, 0.4, (0.15, 0.15, 0.18), facing=-1),
-        cabinet("filing cabinet", 1.2, 1.1, 0.5, 0.6, 1.05, GREY),
-        cabinet("bookshelf", -1.7, 1.9, 0.8, 0.35, 1.3, (0.45, 0.30, 0.18)),
-        cabinet("printer stand", 0.95, -0.15, 0.6, 0.5, 0.5, (0.30, 0.30, 0.32)),
-    ], (0.2, 1.7, -1.9), (-0.1, 0.6, 1.0), wall=(0.85, 0.85, 0.88), floor=((0.35, 0.38, 0.45), (0.32, 0.35, 0.42))),
+    _scene(
+        0,
+        "kitchen",
+        "train",
+        [
+            cabinet("counter", -0.75, 1.9, 1.7, 0.65, 0.9, WHITE, top=(0.25, 0.25, 0.28)),
+            shelf("wall shelf", 0.65, 2.45, 1.0, 0.45, 1.3, DARK_WOOD),
+            table("kitchen table", 0.3, 0.95, 1.3, 0.85, 0.75, WOOD),
+            cabinet("stool", -0.7, 0.75, 0.5, 0.5, 0.6, (0.30, 0.45, 0.60)),
+            block(1.9, 0.0, 2.1, 0.8, 1.8, 0.7, (0.85, 0.87, 0.90)),  # fridge
+        ],
+        (0.0, 1.8, -1.6),
+        (0.0, 0.6, 1.3),
+        room_half=(2.6, 1.4, 2.7),
+        wall=(0.80, 0.86, 0.80),
+        floor=((0.80, 0.80, 0.78), (0.45, 0.45, 0.48)),
+    ),
+    _scene(
+        1,
+        "bedroom",
+        "train",
+        [
+            cabinet("bed", -0.8, 1.3, 1.4, 1.9, 0.55, (0.35, 0.45, 0.75), top=(0.92, 0.92, 0.96)),
+            block(-0.8, 0.0, 2.3, 1.5, 1.0, 0.1, DARK_WOOD),  # headboard
+            cabinet("nightstand", 0.2, 2.0, 0.5, 0.45, 0.62, WOOD),
+            cabinet("dresser", 1.0, 1.9, 0.9, 0.5, 1.0, (0.70, 0.55, 0.40)),
+            table("desk", 0.75, 1.15, 1.1, 0.7, 0.75, WHITE),
+            shelf("wall shelf", -0.8, 2.52, 1.0, 0.36, 1.3, DARK_WOOD),
+        ],
+        (0.2, 1.75, -1.5),
+        (0.0, 0.6, 1.4),
+        room_half=(2.6, 1.4, 2.7),
+        wall=(0.88, 0.80, 0.82),
+        floor=((0.60, 0.45, 0.32), (0.55, 0.40, 0.28)),
+    ),
+    _scene(
+        2,
+        "living room",
+        "train",
+        [
+            table("coffee table", 0.0, 0.95, 1.2, 0.65, 0.42, DARK_WOOD),
+            cabinet("sofa", 0.0, 1.75, 1.8, 0.6, 0.45, (0.40, 0.55, 0.45), top=(0.45, 0.62, 0.50)),
+            block(0.0, 0.0, 2.2, 2.0, 0.9, 0.3, (0.36, 0.50, 0.40)),  # sofa back
+            cabinet("side table", 1.25, 1.75, 0.5, 0.5, 0.6, WOOD),
+            cabinet("tv stand", -1.35, 0.8, 0.5, 1.3, 0.7, (0.25, 0.25, 0.27)),
+            cabinet("bookcase", 1.45, 0.6, 0.5, 0.8, 1.15, (0.55, 0.35, 0.20)),
+        ],
+        (0.0, 1.7, -1.5),
+        (0.0, 0.5, 1.2),
+        room_half=(2.6, 1.4, 2.6),
+        wall=(0.90, 0.86, 0.72),
+        floor=((0.62, 0.50, 0.36), (0.58, 0.46, 0.33)),
+    ),
+    _scene(
+        3,
+        "dining room",
+        "train",
+        [
+            table("dining table", 0.0, 0.9, 1.6, 0.9, 0.76, (0.50, 0.32, 0.18)),
+            cabinet("sideboard", 0.1, 1.85, 1.6, 0.5, 0.95, (0.80, 0.78, 0.70)),
+            cabinet("serving cart", -1.2, 0.9, 0.5, 0.6, 0.62, GREY),
+            shelf("wall shelf", 1.5, 2.52, 0.8, 0.36, 1.35, DARK_WOOD),
+            chair(1.15, 0.9, DARK_WOOD),
+        ],
+        (0.4, 1.75, -1.5),
+        (0.0, 0.7, 1.3),
+        room_half=(2.6, 1.4, 2.7),
+        wall=(0.78, 0.82, 0.90),
+        floor=((0.70, 0.62, 0.50), (0.40, 0.30, 0.22)),
+    ),
+    _scene(
+        4,
+        "office",
+        "train",
+        [
+            table("desk", -0.2, 1.2, 1.4, 0.7, 0.74, (0.85, 0.85, 0.82), legs=(0.2, 0.2, 0.2)),
+            cabinet("filing cabinet", 0.85, 1.3, 0.5, 0.6, 1.0, GREY),
+            cabinet("bookshelf", -1.45, 1.9, 0.8, 0.4, 1.2, (0.45, 0.30, 0.18)),
+            cabinet("printer stand", 0.85, 0.45, 0.6, 0.5, 0.5, (0.30, 0.30, 0.32)),
+            chair(-1.3, 0.6, (0.15, 0.15, 0.18)),
+        ],
+        (0.1, 1.75, -1.5),
+        (-0.1, 0.6, 1.3),
+        room_half=(2.6, 1.4, 2.6),
+        wall=(0.85, 0.85, 0.88),
+        floor=((0.35, 0.38, 0.45), (0.32, 0.35, 0.42)),
+    ),
 )
 
 TEST_SCENES: tuple[Scene, ...] = (
-    _scene(5, "studio apartment", "test", [
-        cabinet("breakfast bar", 1.0, 0.5, 0.5, 1.6, 1.05, (0.60, 0.20, 0.20), top=(0.9, 0.9, 0.9)),
-        table("low table", -0.8, 0.9, 0.9, 0.9, 0.38, (0.75, 0.60, 0.40)),
-        cabinet("bench", -0.3, 2.35, 1.4, 0.4, 0.48, (0.30, 0.30, 0.35)),
-        shelf("wall shelf", -2.1, 2.6, 0.9, 0.34, 1.2, (0.9, 0.9, 0.9)),
-    ], (-1.4, 1.65, -1.7), (0.0, 0.6, 1.2), room_half=(2.6, 1.4, 2.8), wall=(0.70, 0.80, 0.85),
-       floor=((0.85, 0.82, 0.75), (0.70, 0.66, 0.60))),
-    _scene(6, "workshop", "test", [
-        table("workbench", 0.2, 1.7, 2.0, 0.7, 0.95, (0.70, 0.55, 0.30), legs=(0.2, 0.25, 0.3)),
-        cabinet("tool cart", -1.5, 0.4, 0.5, 0.5, 0.8, (0.80, 0.15, 0.10)),
-        cabinet("crate", 1.4, 0.2, 0.6, 0.6, 0.5, (0.60, 0.45, 0.25)),
-        shelf("high shelf", -1.6, 2.6, 0.9, 0.34, 1.55, GREY),
-    ], (1.3, 1.8, -1.8), (0.0, 0.6, 1.0), room_half=(2.8, 1.5, 2.9), wall=(0.65, 0.65, 0.62),
-       floor=((0.50, 0.50, 0.50), (0.46, 0.46, 0.46))),
-    _scene(7, "break room", "test", [
-        cabinet("kitchenette", -1.9, 1.0, 0.6, 1.8, 0.92, (0.25, 0.40, 0.55), top=(0.15, 0.15, 0.15)),
-        table("round table", 0.0, 0.8, 0.9, 0.9, 0.72, (0.90, 0.90, 0.90), legs=(0.2, 0.2, 0.2)),
-        table("side counter", 1.5, 2.1, 1.0, 0.5, 1.1, (0.55, 0.40, 0.30)),
-        cabinet("vending machine top", 1.9, 0.4, 0.7, 0.6, 1.4, (0.80, 0.25, 0.15)),
-        chair(0.0, 0.15, (0.2, 0.5, 0.7)),
-    ], (-0.4, 1.75, -1.9), (0.0, 0.65, 1.0), room_half=(2.5, 1.4, 2.8), wall=(0.92, 0.90, 0.80),
-       floor=((0.30, 0.30, 0.30), (0.75, 0.75, 0.75))),
+    _scene(
+        5,
+        "studio apartment",
+        "test",
+        [
+            cabinet("breakfast bar", 0.9, 0.9, 0.55, 1.6, 1.05, (0.60, 0.20, 0.20), top=(0.9, 0.9, 0.9)),
+            table("low table", -0.5, 0.9, 0.9, 0.9, 0.38, (0.75, 0.60, 0.40)),
+            cabinet("stool", 0.25, 0.6, 0.4, 0.4, 0.7, (0.20, 0.20, 0.20)),
+            cabinet("bench", -0.3, 2.2, 1.4, 0.4, 0.48, (0.30, 0.30, 0.35)),
+            shelf("wall shelf", -1.6, 2.62, 0.9, 0.36, 1.25, (0.9, 0.9, 0.9)),
+        ],
+        (-1.3, 1.7, -1.4),
+        (0.1, 0.6, 1.2),
+        room_half=(2.6, 1.4, 2.8),
+        wall=(0.70, 0.80, 0.85),
+        floor=((0.85, 0.82, 0.75), (0.70, 0.66, 0.60)),
+    ),
+    _scene(
+        6,
+        "workshop",
+        "test",
+        [
+            table("workbench", 0.1, 1.6, 2.0, 0.75, 0.95, (0.70, 0.55, 0.30), legs=(0.2, 0.25, 0.3)),
+            cabinet("tool cart", -1.35, 1.2, 0.5, 0.5, 0.8, (0.80, 0.15, 0.10)),
+            cabinet("crate", 0.9, 0.5, 0.6, 0.6, 0.5, (0.60, 0.45, 0.25)),
+            cabinet("small crate", 0.2, 0.55, 0.5, 0.5, 0.35, (0.50, 0.38, 0.20)),
+            shelf("high shelf", -1.3, 2.72, 0.9, 0.36, 1.5, GREY),
+        ],
+        (1.2, 1.8, -1.3),
+        (0.0, 0.6, 1.2),
+        room_half=(2.8, 1.5, 2.9),
+        wall=(0.65, 0.65, 0.62),
+        floor=((0.50, 0.50, 0.50), (0.46, 0.46, 0.46)),
+    ),
+    _scene(
+        7,
+        "break room",
+        "test",
+        [
+            cabinet("kitchenette", -1.6, 1.2, 0.6, 1.8, 0.92, (0.25, 0.40, 0.55), top=(0.15, 0.15, 0.15)),
+            table("square table", -0.6, 0.9, 0.9, 0.9, 0.72, (0.90, 0.90, 0.90), legs=(0.2, 0.2, 0.2)),
+            table("side counter", 0.7, 2.1, 1.0, 0.5, 1.1, (0.55, 0.40, 0.30)),
+            cabinet("vending machine", 1.5, 0.8, 0.7, 0.6, 1.4, (0.80, 0.25, 0.15)),
+            cabinet("coffee cart", 0.6, 0.7, 0.5, 0.5, 0.85, (0.35, 0.25, 0.20)),
+            chair(0.3, 1.35, (0.2, 0.5, 0.7)),
+        ],
+        (-0.3, 1.75, -1.6),
+        (0.0, 0.7, 1.2),
+        room_half=(2.5, 1.4, 2.8),
+        wall=(0.92, 0.90, 0.80),
+        floor=((0.30, 0.30, 0.30), (0.75, 0.75, 0.75)),
+    ),
 )
 
 SCENES: tuple[Scene, ...] = TRAIN_SCENES + TEST_SCENES
 
 
 def scenes_for_split(split: str) -> tuple[Scene, ...]:
-    """"train" and "val" use the five training scenes, "test" the three unseen ones."""
+    """ "train" and "val" use the five training scenes, "test" the three unseen ones."""
     if split in ("train", "val"):
         return TRAIN_SCENES
     if split == "test":
