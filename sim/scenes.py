@@ -45,7 +45,7 @@ class Scene:
     surfaces: tuple[Surface, ...]
     camera_position: tuple[float, float, float]
     camera_rotation: tuple[float, float, float]
-    move_scale: tuple[float, float, float] = (0.35, 0.5, 0.35)  # metres per unit action along x, y, z
+    move_scale: tuple[float, float, float] = (0.4, 0.4, 0.25)  # metres per unit action along x, y, z
 
 
 def look_at(position, target) -> tuple[float, float, float]:
@@ -119,9 +119,27 @@ def chair(x, z, colour, facing=1):
     return seat + back + legs, None
 
 
+def _angular_extent(position, rotation, points):
+    """(min, max) of x/z and y/z over `points` in the camera frame, or None if one lies behind the camera."""
+    forward, right, up = camera_basis(rotation)
+    xs, ys = [], []
+    for q in points:
+        d = [q[i] - position[i] for i in range(3)]
+        z = sum(a * b for a, b in zip(d, forward))
+        if z <= 0.1:
+            return None
+        xs.append(sum(a * b for a, b in zip(d, right)) / z)
+        ys.append(sum(a * b for a, b in zip(d, up)) / z)
+    return min(xs), max(xs), min(ys), max(ys)
+
+
 def frame_camera(position, target, surfaces, room_half, headroom=0.35):
-    """Back the camera away from `target` (keeping its direction) until every designated surface, and the
-    space `headroom` above it, projects inside the image with FRAME_MARGIN to spare (or a wall is reached)."""
+    """Camera (position, rotation) that shows every designated surface and the space `headroom` above it.
+
+    The camera moves along the line from `target` through `position`, from a third of the way out backwards,
+    until the points fit inside the image with FRAME_MARGIN to spare (or a wall is near); at each distance it
+    turns to centre them.
+    """
     tan = math.tan(math.radians(FOV_Y_DEG) / 2) * (1 - 2 * FRAME_MARGIN)
     points = [
         (s.center[0] + sx * s.half[0], s.center[1] + dy, s.center[2] + sz * s.half[1])
@@ -130,22 +148,23 @@ def frame_camera(position, target, surfaces, room_half, headroom=0.35):
         for sz in (-1, 1)
         for dy in (0.0, headroom)
     ]
-    factor = 1.0
+    factor = 0.34
     while True:
-        pos = tuple(t + factor * (p - t) for p, t in zip(position, target))
-        forward, right, up = camera_basis(look_at(pos, target))
-        fits = True
-        for q in points:
-            d = [q[i] - pos[i] for i in range(3)]
-            z = sum(a * b for a, b in zip(d, forward))
-            x = sum(a * b for a, b in zip(d, right))
-            y = sum(a * b for a, b in zip(d, up))
-            if z <= 0 or abs(x) > tan * z or abs(y) > tan * z:
-                fits = False
+        pos = tuple(round(t + factor * (p - t), 3) for p, t in zip(position, target))
+        pitch, yaw, _ = look_at(pos, target)
+        extent = None
+        for _ in range(5):  # re-aim at the middle of the points' angular extent
+            extent = _angular_extent(pos, (pitch, yaw, 0.0), points)
+            if extent is None:
                 break
+            yaw += math.degrees(math.atan((extent[0] + extent[1]) / 2))
+            pitch -= math.degrees(math.atan((extent[2] + extent[3]) / 2))
+        rotation = (round(pitch, 3), round(yaw, 3), 0.0)
+        extent = _angular_extent(pos, rotation, points)
+        fits = extent is not None and max(abs(v) for v in extent) <= tan
         inside = all(abs(pos[i]) < room_half[i] - 0.15 for i in (0, 2)) and pos[1] < 2 * room_half[1] - 0.1
         if fits or not inside:
-            return tuple(round(v, 3) for v in pos)
+            return pos, rotation
         factor += 0.02
 
 
@@ -159,14 +178,14 @@ def _scene(
     room_half=(2.8, 1.4, 2.8),
     wall=(0.82, 0.80, 0.74),
     floor=((0.55, 0.42, 0.30), (0.50, 0.38, 0.27)),
-    move_scale=(0.35, 0.5, 0.35),
+    move_scale=(0.4, 0.4, 0.25),
 ):
     boxes, surfaces = [], []
     for piece_boxes, surface in pieces:
         boxes += piece_boxes
         if surface is not None:
             surfaces.append(surface)
-    camera_position = frame_camera(camera_position, target, surfaces, room_half)
+    camera_position, camera_rotation = frame_camera(camera_position, target, surfaces, room_half)
     return Scene(
         index=index,
         name=name,
@@ -177,7 +196,7 @@ def _scene(
         boxes=tuple(boxes),
         surfaces=tuple(surfaces),
         camera_position=camera_position,
-        camera_rotation=look_at(camera_position, target),
+        camera_rotation=camera_rotation,
         move_scale=move_scale,
     )
 
@@ -187,21 +206,30 @@ DARK_WOOD = (0.38, 0.24, 0.14)
 WHITE = (0.90, 0.90, 0.88)
 GREY = (0.55, 0.56, 0.58)
 
+
+def _at(builder, name, x0, x1, z0, z1, h, colour, **kw):
+    """A surface piece given by its footprint bounds x0..x1, z0..z1 and height h."""
+    return builder(name, (x0 + x1) / 2, (z0 + z1) / 2, x1 - x0, z1 - z0, h, colour, **kw)
+
+
+# Neighbouring surfaces leave 3 cm gaps and differ in height by less than a full upward action, so an object can
+# be lifted from one onto the next; a few (wall shelves) are reachable only from afar.
 TRAIN_SCENES: tuple[Scene, ...] = (
     _scene(
         0,
         "kitchen",
         "train",
         [
-            cabinet("counter", -0.75, 1.9, 1.7, 0.65, 0.9, WHITE, top=(0.25, 0.25, 0.28)),
-            shelf("wall shelf", 0.65, 2.45, 1.0, 0.45, 1.3, DARK_WOOD),
-            table("kitchen table", 0.3, 0.95, 1.3, 0.85, 0.75, WOOD),
-            cabinet("stool", -0.7, 0.75, 0.5, 0.5, 0.6, (0.30, 0.45, 0.60)),
-            block(1.9, 0.0, 2.1, 0.8, 1.8, 0.7, (0.85, 0.87, 0.90)),  # fridge
+            _at(cabinet, "counter", -1.6, 0.0, 1.58, 2.23, 0.9, WHITE, top=(0.25, 0.25, 0.28)),
+            _at(cabinet, "microwave cabinet", 0.03, 0.63, 1.73, 2.23, 1.15, (0.75, 0.75, 0.72)),
+            _at(shelf, "wall shelf", 0.66, 1.46, 2.24, 2.6, 1.45, DARK_WOOD),
+            _at(table, "kitchen table", -0.5, 0.8, 0.6, 1.5, 0.75, WOOD),
+            _at(cabinet, "stool", -1.03, -0.53, 0.7, 1.2, 0.6, (0.30, 0.45, 0.60)),
+            block(2.0, 0.0, 2.1, 0.8, 1.8, 0.7, (0.85, 0.87, 0.90)),  # fridge
         ],
         (0.0, 1.8, -1.6),
         (0.0, 0.6, 1.3),
-        room_half=(2.6, 1.4, 2.7),
+        room_half=(2.6, 1.4, 2.6),
         wall=(0.80, 0.86, 0.80),
         floor=((0.80, 0.80, 0.78), (0.45, 0.45, 0.48)),
     ),
@@ -210,16 +238,16 @@ TRAIN_SCENES: tuple[Scene, ...] = (
         "bedroom",
         "train",
         [
-            cabinet("bed", -0.8, 1.3, 1.4, 1.9, 0.55, (0.35, 0.45, 0.75), top=(0.92, 0.92, 0.96)),
-            block(-0.8, 0.0, 2.3, 1.5, 1.0, 0.1, DARK_WOOD),  # headboard
-            cabinet("nightstand", 0.2, 2.0, 0.5, 0.45, 0.62, WOOD),
-            cabinet("dresser", 1.0, 1.9, 0.9, 0.5, 1.0, (0.70, 0.55, 0.40)),
-            table("desk", 0.75, 1.15, 1.1, 0.7, 0.75, WHITE),
-            shelf("wall shelf", -0.8, 2.52, 1.0, 0.36, 1.3, DARK_WOOD),
+            _at(cabinet, "bed", -1.5, -0.1, 0.4, 2.3, 0.55, (0.35, 0.45, 0.75), top=(0.92, 0.92, 0.96)),
+            block(-0.8, 0.0, 2.35, 1.5, 1.0, 0.1, DARK_WOOD),  # headboard
+            _at(cabinet, "nightstand", -0.07, 0.43, 1.8, 2.25, 0.62, WOOD),
+            _at(cabinet, "dresser", 0.46, 1.36, 1.75, 2.3, 0.95, (0.70, 0.55, 0.40)),
+            _at(table, "desk", -0.07, 1.13, 0.95, 1.72, 0.75, WHITE),
+            _at(shelf, "wall shelf", -1.3, -0.3, 2.42, 2.78, 1.3, DARK_WOOD),
         ],
         (0.2, 1.75, -1.5),
         (0.0, 0.6, 1.4),
-        room_half=(2.6, 1.4, 2.7),
+        room_half=(2.6, 1.4, 2.8),
         wall=(0.88, 0.80, 0.82),
         floor=((0.60, 0.45, 0.32), (0.55, 0.40, 0.28)),
     ),
@@ -228,12 +256,12 @@ TRAIN_SCENES: tuple[Scene, ...] = (
         "living room",
         "train",
         [
-            table("coffee table", 0.0, 0.95, 1.2, 0.65, 0.42, DARK_WOOD),
-            cabinet("sofa", 0.0, 1.75, 1.8, 0.6, 0.45, (0.40, 0.55, 0.45), top=(0.45, 0.62, 0.50)),
-            block(0.0, 0.0, 2.2, 2.0, 0.9, 0.3, (0.36, 0.50, 0.40)),  # sofa back
-            cabinet("side table", 1.25, 1.75, 0.5, 0.5, 0.6, WOOD),
-            cabinet("tv stand", -1.35, 0.8, 0.5, 1.3, 0.7, (0.25, 0.25, 0.27)),
-            cabinet("bookcase", 1.45, 0.6, 0.5, 0.8, 1.15, (0.55, 0.35, 0.20)),
+            _at(table, "coffee table", -0.6, 0.6, 0.7, 1.35, 0.42, DARK_WOOD),
+            _at(cabinet, "sofa", -0.9, 0.9, 1.38, 2.0, 0.45, (0.40, 0.55, 0.45), top=(0.45, 0.62, 0.50)),
+            block(0.0, 0.0, 2.15, 1.9, 0.9, 0.3, (0.36, 0.50, 0.40)),  # sofa back
+            _at(cabinet, "side table", 0.93, 1.43, 1.45, 1.95, 0.6, WOOD),
+            _at(cabinet, "bookcase", 0.93, 1.43, 0.6, 1.42, 0.95, (0.55, 0.35, 0.20)),
+            _at(cabinet, "tv stand", -1.43, -0.63, 0.7, 1.35, 0.6, (0.25, 0.25, 0.27)),
         ],
         (0.0, 1.7, -1.5),
         (0.0, 0.5, 1.2),
@@ -246,15 +274,15 @@ TRAIN_SCENES: tuple[Scene, ...] = (
         "dining room",
         "train",
         [
-            table("dining table", 0.0, 0.9, 1.6, 0.9, 0.76, (0.50, 0.32, 0.18)),
-            cabinet("sideboard", 0.1, 1.85, 1.6, 0.5, 0.95, (0.80, 0.78, 0.70)),
-            cabinet("serving cart", -1.2, 0.9, 0.5, 0.6, 0.62, GREY),
-            shelf("wall shelf", 1.5, 2.52, 0.8, 0.36, 1.35, DARK_WOOD),
-            chair(1.15, 0.9, DARK_WOOD),
+            _at(table, "dining table", -0.8, 0.8, 0.45, 1.35, 0.76, (0.50, 0.32, 0.18)),
+            _at(cabinet, "sideboard", -0.7, 0.9, 1.38, 1.88, 0.95, (0.80, 0.78, 0.70)),
+            _at(cabinet, "serving cart", -1.33, -0.83, 0.6, 1.2, 0.62, GREY),
+            _at(cabinet, "hutch", 0.93, 1.43, 1.3, 1.9, 1.25, DARK_WOOD),
+            chair(1.2, 0.55, DARK_WOOD),
         ],
         (0.4, 1.75, -1.5),
         (0.0, 0.7, 1.3),
-        room_half=(2.6, 1.4, 2.7),
+        room_half=(2.6, 1.4, 2.6),
         wall=(0.78, 0.82, 0.90),
         floor=((0.70, 0.62, 0.50), (0.40, 0.30, 0.22)),
     ),
@@ -263,11 +291,11 @@ TRAIN_SCENES: tuple[Scene, ...] = (
         "office",
         "train",
         [
-            table("desk", -0.2, 1.2, 1.4, 0.7, 0.74, (0.85, 0.85, 0.82), legs=(0.2, 0.2, 0.2)),
-            cabinet("filing cabinet", 0.85, 1.3, 0.5, 0.6, 1.0, GREY),
-            cabinet("bookshelf", -1.45, 1.9, 0.8, 0.4, 1.2, (0.45, 0.30, 0.18)),
-            cabinet("printer stand", 0.85, 0.45, 0.6, 0.5, 0.5, (0.30, 0.30, 0.32)),
-            chair(-1.3, 0.6, (0.15, 0.15, 0.18)),
+            _at(table, "desk", -0.9, 0.5, 0.85, 1.55, 0.74, (0.85, 0.85, 0.82), legs=(0.2, 0.2, 0.2)),
+            _at(cabinet, "filing cabinet", 0.53, 1.03, 1.0, 1.6, 1.0, GREY),
+            _at(cabinet, "printer stand", 0.53, 1.13, 0.4, 0.97, 0.5, (0.30, 0.30, 0.32)),
+            _at(cabinet, "bookshelf", -1.75, -0.93, 1.2, 1.6, 1.1, (0.45, 0.30, 0.18)),
+            chair(-1.4, 0.4, (0.15, 0.15, 0.18)),
         ],
         (0.1, 1.75, -1.5),
         (-0.1, 0.6, 1.3),
@@ -283,11 +311,13 @@ TEST_SCENES: tuple[Scene, ...] = (
         "studio apartment",
         "test",
         [
-            cabinet("breakfast bar", 0.9, 0.9, 0.55, 1.6, 1.05, (0.60, 0.20, 0.20), top=(0.9, 0.9, 0.9)),
-            table("low table", -0.5, 0.9, 0.9, 0.9, 0.38, (0.75, 0.60, 0.40)),
-            cabinet("stool", 0.25, 0.6, 0.4, 0.4, 0.7, (0.20, 0.20, 0.20)),
-            cabinet("bench", -0.3, 2.2, 1.4, 0.4, 0.48, (0.30, 0.30, 0.35)),
-            shelf("wall shelf", -1.6, 2.62, 0.9, 0.36, 1.25, (0.9, 0.9, 0.9)),
+            _at(
+                cabinet, "breakfast bar", 0.63, 1.18, 0.1, 1.7, 1.05, (0.60, 0.20, 0.20), top=(0.9, 0.9, 0.9)
+            ),
+            _at(cabinet, "stool", 0.1, 0.6, 0.5, 1.0, 0.7, (0.20, 0.20, 0.20)),
+            _at(table, "low table", -0.83, 0.07, 0.4, 1.3, 0.38, (0.75, 0.60, 0.40)),
+            _at(cabinet, "bench", -1.0, 0.4, 1.33, 1.73, 0.48, (0.30, 0.30, 0.35)),
+            _at(shelf, "wall shelf", -2.0, -1.1, 2.44, 2.8, 1.25, (0.9, 0.9, 0.9)),
         ],
         (-1.3, 1.7, -1.4),
         (0.1, 0.6, 1.2),
@@ -300,13 +330,13 @@ TEST_SCENES: tuple[Scene, ...] = (
         "workshop",
         "test",
         [
-            table("workbench", 0.1, 1.6, 2.0, 0.75, 0.95, (0.70, 0.55, 0.30), legs=(0.2, 0.25, 0.3)),
-            cabinet("tool cart", -1.35, 1.2, 0.5, 0.5, 0.8, (0.80, 0.15, 0.10)),
-            cabinet("crate", 0.9, 0.5, 0.6, 0.6, 0.5, (0.60, 0.45, 0.25)),
-            cabinet("small crate", 0.2, 0.55, 0.5, 0.5, 0.35, (0.50, 0.38, 0.20)),
-            shelf("high shelf", -1.3, 2.72, 0.9, 0.36, 1.5, GREY),
+            _at(table, "workbench", -0.9, 1.1, 1.25, 2.0, 0.95, (0.70, 0.55, 0.30), legs=(0.2, 0.25, 0.3)),
+            _at(cabinet, "tool cart", -1.43, -0.93, 1.3, 1.8, 0.8, (0.80, 0.15, 0.10)),
+            _at(cabinet, "crate", 0.5, 1.1, 0.62, 1.22, 0.6, (0.60, 0.45, 0.25)),
+            _at(cabinet, "small crate", -0.03, 0.47, 0.7, 1.2, 0.35, (0.50, 0.38, 0.20)),
+            _at(shelf, "high shelf", -1.75, -0.85, 2.54, 2.9, 1.5, GREY),
         ],
-        (1.2, 1.8, -1.3),
+        (1.3, 1.8, -1.3),
         (0.0, 0.6, 1.2),
         room_half=(2.8, 1.5, 2.9),
         wall=(0.65, 0.65, 0.62),
@@ -317,12 +347,15 @@ TEST_SCENES: tuple[Scene, ...] = (
         "break room",
         "test",
         [
-            cabinet("kitchenette", -1.6, 1.2, 0.6, 1.8, 0.92, (0.25, 0.40, 0.55), top=(0.15, 0.15, 0.15)),
-            table("square table", -0.6, 0.9, 0.9, 0.9, 0.72, (0.90, 0.90, 0.90), legs=(0.2, 0.2, 0.2)),
-            table("side counter", 0.7, 2.1, 1.0, 0.5, 1.1, (0.55, 0.40, 0.30)),
-            cabinet("vending machine", 1.5, 0.8, 0.7, 0.6, 1.4, (0.80, 0.25, 0.15)),
-            cabinet("coffee cart", 0.6, 0.7, 0.5, 0.5, 0.85, (0.35, 0.25, 0.20)),
-            chair(0.3, 1.35, (0.2, 0.5, 0.7)),
+            _at(
+                cabinet, "kitchenette", -1.9, -1.3, 0.3, 2.1, 0.92, (0.25, 0.40, 0.55), top=(0.15, 0.15, 0.15)
+            ),
+            _at(
+                table, "square table", -1.27, -0.37, 0.6, 1.5, 0.72, (0.90, 0.90, 0.90), legs=(0.2, 0.2, 0.2)
+            ),
+            _at(cabinet, "coffee cart", -0.34, 0.16, 0.8, 1.3, 0.85, (0.35, 0.25, 0.20)),
+            _at(table, "side counter", -0.2, 0.8, 1.33, 1.83, 1.1, (0.55, 0.40, 0.30)),
+            _at(cabinet, "vending machine", 0.83, 1.53, 1.2, 1.8, 1.4, (0.80, 0.25, 0.15)),
         ],
         (-0.3, 1.75, -1.6),
         (0.0, 0.7, 1.2),

@@ -44,13 +44,21 @@ def scalar_move(geo, k, action):
     )
 
 
-KITCHEN = TRAIN_SCENES[0]  # counter 0.9, wall shelf 1.3, kitchen table 0.75, stool 0.6
+KITCHEN = TRAIN_SCENES[0]
+SX, SY, SZ = KITCHEN.move_scale
 NAMES = ("cup", "plate", "red book")
+
+
+def surf(name):
+    return [s.name for s in KITCHEN.surfaces].index(name)
+
+
+TABLE, COUNTER, STOOL = surf("kitchen table"), surf("counter"), surf("stool")
 
 
 def kitchen_geo():
     # cup on the kitchen table's centre, plate on the counter, book on the stool
-    return make_geo(KITCHEN, NAMES, [(2, 0.0, 0.0), (0, 0.0, 0.0), (3, 0.0, 0.0)])
+    return make_geo(KITCHEN, NAMES, [(TABLE, 0.0, 0.0), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)])
 
 
 def _assert_unchanged(geo, action, k=0):
@@ -65,61 +73,73 @@ def test_valid_move_on_same_surface():
     geo = kitchen_geo()
     new, valid = geometry.move(geo, 0, [0.5, 0.2, -0.4])
     assert bool(valid)
-    np.testing.assert_allclose(new["object_pos"][0], geo["object_pos"][0] + [0.5 * 0.35, 0.0, -0.4 * 0.35])
-    assert new["object_surface"][0] == 2
+    np.testing.assert_allclose(new["object_pos"][0], geo["object_pos"][0] + [0.5 * SX, 0.0, -0.4 * SZ])
+    assert new["object_surface"][0] == TABLE
     np.testing.assert_array_equal(new["object_pos"][1:], geo["object_pos"][1:])
     assert geometry.state_is_valid(new)
 
 
 def test_off_surface_is_invalid():
-    # The table's front edge is 0.425 m in front of its centre: 0.6 m ahead of it there is only floor.
-    geo = make_geo(KITCHEN, NAMES, [(2, 0.0, -0.3), (0, 0.0, 0.0), (3, 0.0, 0.0)])
+    # Cup at the table's front edge; a full step forward (towards the camera) lands over the floor.
+    table = KITCHEN.surfaces[TABLE]
+    cup_hz = OBJECT_HALF[object_index("cup")][2]
+    geo = make_geo(
+        KITCHEN, NAMES, [(TABLE, 0.0, -(table.half[1] - cup_hz)), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)]
+    )
     _assert_unchanged(geo, [0.0, 0.0, -1.0])
 
 
 def test_out_of_bounds_is_invalid():
     # Centre still over the table but the cup's footprint sticks out over the edge.
-    table = KITCHEN.surfaces[2]
-    cup_hz = OBJECTS[object_index("cup")].half[2]
+    table = KITCHEN.surfaces[TABLE]
+    cup_hz = OBJECT_HALF[object_index("cup")][2]
     dz = -(table.half[1] - cup_hz) + 0.05  # 5 cm inside the allowed band
-    geo = make_geo(KITCHEN, NAMES, [(2, 0.0, dz), (0, 0.0, 0.0), (3, 0.0, 0.0)])
-    _assert_unchanged(geo, [0.0, 0.0, -0.2])  # 7 cm towards the edge
-    assert bool(geometry.move(geo, 0, [0.0, 0.0, -0.1])[1])  # 3.5 cm is fine
+    geo = make_geo(KITCHEN, NAMES, [(TABLE, 0.0, dz), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)])
+    _assert_unchanged(geo, [0.0, 0.0, -0.07 / SZ])  # 7 cm towards the edge
+    assert bool(geometry.move(geo, 0, [0.0, 0.0, -0.03 / SZ])[1])  # 3 cm is fine
 
 
 def test_overlap_is_invalid():
-    geo = make_geo(KITCHEN, ("cup", "plate", "red book"), [(2, -0.3, 0.0), (2, 0.2, 0.0), (3, 0.0, 0.0)])
-    _assert_unchanged(geo, [1.0, 0.0, 0.0])  # 0.35 m right: into the plate
+    geo = make_geo(
+        KITCHEN, ("cup", "plate", "red book"), [(TABLE, -0.3, 0.0), (TABLE, 0.15, 0.0), (STOOL, 0.0, 0.0)]
+    )
+    _assert_unchanged(geo, [0.3 / SX, 0.0, 0.0])  # 30 cm right: into the plate
     # Touching is allowed: move the cup exactly next to the plate.
-    gap = 0.5 - (OBJECT_HALF[object_index("cup")][0] + OBJECT_HALF[object_index("plate")][0])
-    assert bool(geometry.move(geo, 0, [gap / 0.35, 0.0, 0.0])[1])
+    gap = 0.45 - (OBJECT_HALF[object_index("cup")][0] + OBJECT_HALF[object_index("plate")][0])
+    assert bool(geometry.move(geo, 0, [gap / SX, 0.0, 0.0])[1])
 
 
 def test_vertical_rules():
-    geo = kitchen_geo()  # cup on the table (0.75)
-    _assert_unchanged(geo, [0.0, -0.5, 0.0])  # pushed 25 cm into the table
-    assert bool(geometry.move(geo, 0, [0.0, -0.08, 0.0])[1])  # 4 cm low: within DROP_TOL, settles on top
-    # Lifted higher than MAX_DROP above the table: thrown, invalid. Use a scene whose scale allows it.
-    high = dict(geo, move_scale=np.array([0.35, 1.0, 0.35]))
-    _assert_unchanged(high, [0.0, 0.6, 0.0])
-    assert bool(geometry.move(high, 0, [0.0, 0.45, 0.0])[1])
+    geo = kitchen_geo()  # cup on the table
+    _assert_unchanged(geo, [0.0, -0.5, 0.0])  # pushed 20 cm into the table
+    assert bool(geometry.move(geo, 0, [0.0, -0.04 / SY, 0.0])[1])  # 4 cm low: within DROP_TOL, settles on top
+    assert not bool(geometry.move(geo, 0, [0.0, -0.06 / SY, 0.0])[1])
+    # Lifted higher than MAX_DROP above the table: thrown, invalid (needs a larger vertical scale).
+    high = dict(geo, move_scale=np.array([SX, 1.0, SZ]))
+    _assert_unchanged(high, [0.0, geometry.MAX_DROP + 0.05, 0.0])
+    assert bool(geometry.move(high, 0, [0.0, geometry.MAX_DROP - 0.05, 0.0])[1])
 
 
 def test_move_onto_higher_surface():
-    # Stool (0.6 m, x -0.95..-0.45) next to the kitchen table (0.75 m, x -0.35..0.95): lift the cup over.
-    geo = make_geo(KITCHEN, ("cup", "plate", "red book"), [(3, 0.13, 0.0), (0, 0.0, 0.0), (1, 0.0, 0.0)])
+    # The stool is just left of the kitchen table, which is higher: lift the cup over onto the table.
+    stool, table = KITCHEN.surfaces[STOOL], KITCHEN.surfaces[TABLE]
     cup = OBJECT_HALF[object_index("cup")]
-    dx = (-0.35 + cup[0] + 0.01) - geo["object_pos"][0, 0]
-    assert dx < 0.35
-    lift = 0.75 - 0.6
-    _assert_unchanged(geo, [dx / 0.35, 0.0, 0.0])  # not lifted: the table would be pushed through
-    new, valid = geometry.move(geo, 0, [dx / 0.35, (lift + 0.05) / 0.5, 0.0])
+    on_stool = stool.half[0] - cup[0] - 0.005  # at the stool's right edge
+    geo = make_geo(
+        KITCHEN, ("cup", "plate", "red book"), [(STOOL, on_stool, 0.0), (COUNTER, 0.0, 0.0), (2, 0.0, 0.0)]
+    )
+    dx = (table.center[0] - table.half[0] + cup[0] + 0.005) - geo["object_pos"][0, 0]
+    assert dx < SX
+    lift = table.center[1] - stool.center[1]
+    assert 0 < lift < SY
+    _assert_unchanged(geo, [dx / SX, 0.0, 0.0])  # not lifted: the table would be pushed through
+    new, valid = geometry.move(geo, 0, [dx / SX, (lift + 0.02) / SY, 0.0])
     assert bool(valid)
-    assert new["object_surface"][0] == 2
-    assert new["object_pos"][0, 1] == pytest.approx(0.75 + cup[1])
-    # And back down onto the stool: dropped 15 cm.
-    back, valid = geometry.move(new, 0, [-dx / 0.35, 0.0, 0.0])
-    assert bool(valid) and back["object_surface"][0] == 3
+    assert new["object_surface"][0] == TABLE
+    assert new["object_pos"][0, 1] == pytest.approx(table.center[1] + cup[1])
+    # And back down onto the stool: dropped.
+    back, valid = geometry.move(new, 0, [-dx / SX, 0.0, 0.0])
+    assert bool(valid) and back["object_surface"][0] == STOOL
 
 
 def test_highest_catching_surface_wins():
@@ -137,10 +157,11 @@ def test_highest_catching_surface_wins():
         object_half=half,
         object_surface=np.array([5, 0, 0], dtype=np.int32),
     )
-    new, valid = geometry.move(geo, 0, [0.0, 0.5, 0.0])  # bottom 0.3 -> 0.55: the 0.5 surface
+    up = [0.0, 0.25 / SY, 0.0]  # bottom 0.3 -> 0.55: the 0.5 surface
+    new, valid = geometry.move(geo, 0, up)
     assert bool(valid) and new["object_surface"][0] == 6
-    assert scalar_move(geo, 0, [0.0, 0.5, 0.0])[2] == 6
-    new, valid = geometry.move(geo, 0, [0.0, 0.1, 0.0])  # bottom 0.35: the 0.3 surface
+    assert scalar_move(geo, 0, up)[2] == 6
+    new, valid = geometry.move(geo, 0, [0.0, 0.05 / SY, 0.0])  # bottom 0.35: the 0.3 surface
     assert bool(valid) and new["object_surface"][0] == 5
 
 
