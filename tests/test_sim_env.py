@@ -15,9 +15,22 @@ from sim.scenes import TEST_SCENES, TRAIN_SCENES
 
 @pytest.mark.filterwarnings("ignore:.*not having a spec")
 @pytest.mark.parametrize("split", ["train", "val", "test"])
-def test_check_env(split):
-    env = sim.IndoorSceneEnv(split=split, image_size=32, render_mode="rgb_array")
-    check_env(env, skip_render_check=False)
+@pytest.mark.parametrize("render_mode", [None, "rgb_array"])
+def test_check_env(split, render_mode):
+    env = sim.IndoorSceneEnv(split=split, image_size=32, render_mode=render_mode)
+    check_env(env, skip_render_check=render_mode is None)
+
+
+def test_observations_stay_in_space():
+    for split in ("train", "test"):
+        env = sim.IndoorSceneEnv(split=split, max_episode_steps=50, swap_prob=0.3)
+        obs, _ = env.reset(seed=1)
+        env.action_space.seed(1)
+        for _ in range(600):
+            assert env.observation_space.contains(obs)
+            obs, _, _, trunc, _ = env.step(env.action_space.sample())
+            if trunc:
+                obs, _ = env.reset()
 
 
 def _run(env, seed, n=300):
