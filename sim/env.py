@@ -9,6 +9,7 @@ Observation (32 float32, roughly in [-1, 1]; positions: x/3, y/1.5 - 1, z/3 in m
     [26:32]  camera position (3) and rotation (3)
 Action: [-1, 1]^3, a displacement of the selected object (see `sim.geometry` for the exact rule).
 Reward: +1 for a valid move, -1 for an invalid one (paper Eq. 2); an invalid move changes nothing.
+`sim.geometry.observation` computes the same vector from `geometry_state()` with numpy or jax.numpy.
 Each episode uses the next scene of the split (starting at a seeded random one); which object moves next and
 when an active object is swapped with one from the container (after valid moves) are drawn from a seeded RNG.
 """
@@ -27,9 +28,9 @@ from sim.render import image_shape, view
 from sim.scenes import SPLITS, camera_basis, scenes_for_split
 
 OBS_SIZE = 32
-N_SCENES_TOTAL = 8
-POS_SCALE = 3.0
-Y_MID = 1.5
+N_SCENES_TOTAL = geometry.N_SCENES_TOTAL
+POS_SCALE = geometry.POS_SCALE
+Y_MID = geometry.Y_MID
 
 
 def _npos(x, y, z):
@@ -194,6 +195,9 @@ class IndoorSceneEnv(gym.Env):
     # ---- gymnasium API ----
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """New episode in the split's next scene (or `options={"scene": i}`, i indexing the split's scenes) with
+        three random catalogue objects at random valid places. A seed restarts the whole random sequence
+        (scene order, objects, places, selected objects, swaps). info holds the scene's "metadata"."""
         super().reset(seed=seed)
         if seed is not None or self._rng is None:
             self._rng = random.Random(int(self.np_random.integers(2**62)))

@@ -106,6 +106,24 @@ def test_observation_layout():
     np.testing.assert_allclose(obs[29:32], np.array(env.scene.camera_rotation) / 180, rtol=1e-6)
 
 
+def test_array_observation_matches_env():
+    jnp = pytest.importorskip("jax").numpy
+    env = sim.IndoorSceneEnv(split="train", max_episode_steps=30)
+    obs, _ = env.reset(seed=9)
+    rng = np.random.default_rng(9)
+    for i in range(120):
+        geo = env.geometry_state()
+        np.testing.assert_allclose(geometry.observation(geo, geo["selected"]), obs, rtol=1e-6, atol=1e-7)
+        if i % 40 == 0:
+            jax_obs = geometry.observation(
+                {k: jnp.asarray(v) for k, v in geo.items()}, geo["selected"], xp=jnp
+            )
+            np.testing.assert_allclose(np.asarray(jax_obs), obs, rtol=1e-5, atol=1e-6)
+        obs, _, _, trunc, _ = env.step(rng.uniform(-1, 1, 3))
+        if trunc:
+            obs, _ = env.reset()
+
+
 def test_step_matches_geometry_and_invalid_changes_nothing():
     env = sim.IndoorSceneEnv(swap_prob=0.0)
     env.reset(seed=11)
