@@ -9,6 +9,7 @@ Observation (32 float32, roughly in [-1, 1]; positions: x/3, y/1.5 - 1, z/3 in m
     [26:32]  camera position (3) and rotation (3)
 Action: [-1, 1]^3, a displacement of the selected object (see `sim.geometry` for the exact rule).
 Reward: +1 for a valid move, -1 for an invalid one (paper Eq. 2); an invalid move changes nothing.
+`sim.geometry.observation` computes the same vector from `geometry_state()` with numpy or jax.numpy.
 Each episode uses the next scene of the split (starting at a seeded random one); which object moves next and
 when an active object is swapped with one from the container (after valid moves) are drawn from a seeded RNG.
 """
@@ -27,9 +28,9 @@ from sim.render import image_shape, view
 from sim.scenes import SPLITS, camera_basis, scenes_for_split
 
 OBS_SIZE = 32
-N_SCENES_TOTAL = 8
-POS_SCALE = 3.0
-Y_MID = 1.5
+N_SCENES_TOTAL = geometry.N_SCENES_TOTAL
+POS_SCALE = geometry.POS_SCALE
+Y_MID = geometry.Y_MID
 
 
 def _npos(x, y, z):
@@ -57,7 +58,9 @@ def place_objects(rng: random.Random, scene, catalogue_indices, tries: int = 200
                 z = cz + rng.uniform(-(shz - hz), shz - hz)
                 y = top + hy
                 if all(
-                    not (abs(x - q[0]) < hx + g[0] and abs(y - q[1]) < hy + g[1] and abs(z - q[2]) < hz + g[2])
+                    not (
+                        abs(x - q[0]) < hx + g[0] and abs(y - q[1]) < hy + g[1] and abs(z - q[2]) < hz + g[2]
+                    )
                     for q, g in zip(pos, half)
                 ):
                     pos.append([x, y, z])
@@ -95,6 +98,52 @@ def make_metadata(scene, split: str, moved: int, catalogue_indices, positions) -
     }
 
 
+def validate_metadata(md: dict) -> None:
+    """Raise ValueError naming the first field of `md` that breaks the sample schema of `make_metadata`."""
+    from sim.scenes import SCENES
+
+    def fail(what):
+        raise ValueError(f"sample metadata: {what}")
+
+    if not isinstance(md, dict) or set(md) != {"scene", "scene_name", "split", "moved", "objects", "camera"}:
+        fail(f"keys {sorted(md) if isinstance(md, dict) else type(md)} differ from the schema")
+    if type(md["scene"]) is not int or not 0 <= md["scene"] < len(SCENES):
+        fail(f"scene {md['scene']!r} is not a scene index")
+    scene = SCENES[md["scene"]]
+    if md["scene_name"] != scene.name:
+        fail(f"scene_name {md['scene_name']!r} is not scene {md['scene']}'s name {scene.name!r}")
+    if md["split"] not in SPLITS or scene not in scenes_for_split(md["split"]):
+        fail(f"split {md['split']!r} does not hold scene {scene.name!r}")
+    if type(md["moved"]) is not int or not 0 <= md["moved"] < geometry.N_ACTIVE:
+        fail(f"moved {md['moved']!r} is not an active slot")
+
+    def vec(v, where):
+        if not (
+            isinstance(v, list) and len(v) == 3 and all(type(x) is float and math.isfinite(x) for x in v)
+        ):
+            fail(f"{where} {v!r} is not a list of three finite floats")
+
+    objects = md["objects"]
+    if not isinstance(objects, list) or len(objects) != geometry.N_ACTIVE:
+        fail(f"objects must be a list of {geometry.N_ACTIVE}")
+    for i, o in enumerate(objects):
+        if (
+            not isinstance(o, dict)
+            or set(o) != {"name", "position", "rotation"}
+            or o["name"] not in OBJECT_NAMES
+        ):
+            fail(f"objects[{i}] = {o!r} is not {{name (catalogue), position, rotation}}")
+        vec(o["position"], f"objects[{i}].position")
+        vec(o["rotation"], f"objects[{i}].rotation")
+    if len({o["name"] for o in objects}) != len(objects):
+        fail("object names repeat")
+    cam = md["camera"]
+    if not isinstance(cam, dict) or set(cam) != {"position", "rotation", "forward"}:
+        fail(f"camera {cam!r} is not {{position, rotation, forward}}")
+    for key in ("position", "rotation", "forward"):
+        vec(cam[key], f"camera.{key}")
+
+
 class IndoorSceneEnv(gym.Env):
     """See the module docstring. `geometry_state()` exposes the state as `sim.geometry` arrays."""
 
@@ -112,7 +161,9 @@ class IndoorSceneEnv(gym.Env):
         if split not in SPLITS:
             raise ValueError(f"IndoorSceneEnv: unknown split {split!r}; expected one of {SPLITS}")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"IndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
+            raise ValueError(
+                f"IndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'"
+            )
         for name, v in (("valid_per_episode", valid_per_episode), ("max_episode_steps", max_episode_steps)):
             if v is not None and int(v) < 1:
                 raise ValueError(f"IndoorSceneEnv: {name} must be a positive int or None, got {v!r}")
@@ -144,6 +195,9 @@ class IndoorSceneEnv(gym.Env):
     # ---- gymnasium API ----
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """New episode in the split's next scene (or `options={"scene": i}`, i indexing the split's scenes) with
+        three random catalogue objects at random valid places. A seed restarts the whole random sequence
+        (scene order, objects, places, selected objects, swaps). info holds the scene's "metadata"."""
         super().reset(seed=seed)
         if seed is not None or self._rng is None:
             self._rng = random.Random(int(self.np_random.integers(2**62)))
@@ -153,7 +207,9 @@ class IndoorSceneEnv(gym.Env):
         if options and "scene" in options:
             slot = int(options["scene"])
             if not 0 <= slot < len(self.scenes):
-                raise ValueError(f"IndoorSceneEnv.reset: options['scene']={slot} outside 0..{len(self.scenes) - 1}")
+                raise ValueError(
+                    f"IndoorSceneEnv.reset: options['scene']={slot} outside 0..{len(self.scenes) - 1}"
+                )
         else:
             slot = (self._scene_start + self._episode) % len(self.scenes)
         self._episode += 1
@@ -178,7 +234,14 @@ class IndoorSceneEnv(gym.Env):
             raise ValueError(f"IndoorSceneEnv.step: non-finite action {(a0, a1, a2)}")
         k = self._k
         valid, new, s = geometry.move_scalar(
-            self._surface_tuples[self._scene_slot], self._pos, self._half, k, a0, a1, a2, self.scene.move_scale
+            self._surface_tuples[self._scene_slot],
+            self._pos,
+            self._half,
+            k,
+            a0,
+            a1,
+            a2,
+            self.scene.move_scale,
         )
         self._steps += 1
         rng = self._rng
@@ -224,7 +287,9 @@ class IndoorSceneEnv(gym.Env):
 
     def sample_metadata(self, moved: int | None = None) -> dict:
         """Metadata of the current scene (schema in `make_metadata`)."""
-        return make_metadata(self.scene, self.split, self._k if moved is None else moved, self._ids, self._pos)
+        return make_metadata(
+            self.scene, self.split, self._k if moved is None else moved, self._ids, self._pos
+        )
 
     # ---- internals ----
 
@@ -254,7 +319,9 @@ class IndoorSceneEnv(gym.Env):
             cx, top, cz, shx, shz = surfaces[s]
             if shx < hx or shz < hz:
                 continue
-            candidates.append((s, cx + rng.uniform(-(shx - hx), shx - hx), cz + rng.uniform(-(shz - hz), shz - hz)))
+            candidates.append(
+                (s, cx + rng.uniform(-(shx - hx), shx - hx), cz + rng.uniform(-(shz - hz), shz - hz))
+            )
             break
         for s, x, z in candidates:
             y = surfaces[s][1] + hy
@@ -271,7 +338,9 @@ class IndoorSceneEnv(gym.Env):
         obs = [
             float(k - 1),
             2.0 * self.scene.index / (N_SCENES_TOTAL - 1) - 1.0,
-            2.0 * shx / POS_SCALE, top / POS_SCALE, 2.0 * shz / POS_SCALE,
+            2.0 * shx / POS_SCALE,
+            top / POS_SCALE,
+            2.0 * shz / POS_SCALE,
             *_npos(cx, top, cz),
         ]
         for p in self._pos:

@@ -9,6 +9,10 @@ Scene description ("geometry state"), a dict of fixed-shape arrays (a pytree in 
     object_pos      float [3, 3]      centre (x, y, z) of each active object's bounding box
     object_half     float [3, 3]      half-size (x, y, z) of each active object's bounding box
     object_surface  int   [3]         index of the surface each active object rests on
+    scene_index     int   []          global scene index (0-7)
+    camera_position float [3], camera_rotation float [3] (Unity Euler degrees)
+
+`observation(geo, selected, xp)` builds the environment's 32-float observation from these arrays.
 
 The move of active object k by action a in [-1, 1]^3 (clipped):
   target centre x/z = x/z + a_x/z * scale_x/z; target bottom height b = bottom + a_y * scale_y.
@@ -33,6 +37,10 @@ N_ACTIVE = 3  # active objects
 DROP_TOL = 0.05  # a surface up to this far above the target bottom still catches the object
 MAX_DROP = 0.5  # a surface more than this far below the target bottom does not (the object would be thrown)
 EPS = 1e-6  # containment slack / contact allowance
+# Observation normalisation: x / POS_SCALE, y / Y_MID - 1, z / POS_SCALE (metres); angles / 180 (degrees).
+POS_SCALE = 3.0
+Y_MID = 1.5
+N_SCENES_TOTAL = 8
 
 
 def scene_arrays(scene) -> dict:
@@ -52,6 +60,9 @@ def scene_arrays(scene) -> dict:
         "surface_half": half,
         "surface_mask": mask,
         "move_scale": np.asarray(scene.move_scale, dtype=np.float64),
+        "scene_index": np.int32(scene.index),
+        "camera_position": np.asarray(scene.camera_position, dtype=np.float64),
+        "camera_rotation": np.asarray(scene.camera_rotation, dtype=np.float64),
     }
 
 
@@ -76,7 +87,9 @@ def target(geo: dict, k, action, xp=np):
     catch = under & (top <= tb + DROP_TOL) & (tb - top <= MAX_DROP)
     s = xp.argmax(xp.where(catch, top, -xp.inf))
     found = xp.any(catch)
-    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS)
+    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (
+        xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS
+    )
     ny = top[s] + h[1]
     new = xp.stack([tx, ny, tz])
     overlap = (
@@ -98,6 +111,35 @@ def move(geo: dict, k, action, xp=np):
     out["object_pos"] = xp.where(sel[:, None], new[None, :], pos)
     out["object_surface"] = xp.where(sel, s, geo["object_surface"]).astype(geo["object_surface"].dtype)
     return out, valid
+
+
+def observation(geo: dict, selected, xp=np):
+    """The environment's 32-float observation (layout in `sim.env`) from the geometry arrays, as float32."""
+    k = selected
+    s = geo["object_surface"][k]
+    c, h = geo["surface_center"][s], geo["surface_half"][s]
+    norm = xp.asarray([1.0 / POS_SCALE, 1.0 / Y_MID, 1.0 / POS_SCALE])
+    shift = xp.asarray([0.0, 1.0, 0.0])
+    pos = geo["object_pos"] * norm - shift
+    objects = xp.concatenate([pos, xp.zeros_like(pos)], axis=1).reshape(-1)  # rotations are all zero
+    head = xp.stack(
+        [
+            xp.asarray(k, dtype=c.dtype) - 1.0,
+            2.0 * xp.asarray(geo["scene_index"], dtype=c.dtype) / (N_SCENES_TOTAL - 1) - 1.0,
+            2.0 * h[0] / POS_SCALE,
+            c[1] / POS_SCALE,
+            2.0 * h[1] / POS_SCALE,
+        ]
+    )
+    return xp.concatenate(
+        [
+            head,
+            c * norm - shift,
+            objects,
+            geo["camera_position"] * norm - shift,
+            geo["camera_rotation"] / 180.0,
+        ]
+    ).astype(xp.float32)
 
 
 def state_is_valid(geo: dict, xp=np):
@@ -131,8 +173,13 @@ def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, sc
     tz = pz + a2 * scale[2]
     best, best_top = -1, -np.inf
     for i, (cx, top, cz, shx, shz) in enumerate(surfaces):
-        if (abs(tx - cx) <= shx and abs(tz - cz) <= shz and top <= tb + DROP_TOL and tb - top <= MAX_DROP
-                and top > best_top):
+        if (
+            abs(tx - cx) <= shx
+            and abs(tz - cz) <= shz
+            and top <= tb + DROP_TOL
+            and tb - top <= MAX_DROP
+            and top > best_top
+        ):
             best, best_top = i, top
     if best < 0:
         return False, (tx, tb + hy, tz), -1

@@ -9,6 +9,7 @@ of its axis-aligned bounding box; the box's half-size (`half`) is what the feasi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -26,12 +27,10 @@ class ObjectSpec:
     name: str  # as a caption names it
     primitives: tuple[Primitive, ...]
 
-    @property
+    @cached_property
     def half(self) -> tuple[float, float, float]:
         """Half-size of the bounding box, centred on the object's centre."""
-        return tuple(
-            round(max(abs(p.offset[a]) + p.half[a] for p in self.primitives), 6) for a in range(3)
-        )
+        return tuple(round(max(abs(p.offset[a]) + p.half[a] for p in self.primitives), 6) for a in range(3))
 
 
 def _obj(name: str, *primitives: tuple) -> ObjectSpec:

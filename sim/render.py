@@ -14,9 +14,8 @@ import math
 import numpy as np
 
 from sim.objects import OBJECTS, ObjectSpec
-from sim.scenes import Scene, camera_basis
+from sim.scenes import FOV_Y_DEG, Scene, camera_basis
 
-FOV_Y_DEG = 60.0
 LIGHT = np.array([-0.35, 1.0, -0.45]) / np.linalg.norm([-0.35, 1.0, -0.45])
 AMBIENT, DIFFUSE = 0.45, 0.55
 _MISS = np.float32(np.inf)
@@ -96,10 +95,14 @@ class View:
         self.ss = max(1, min(4, math.ceil(160 / min(height, width))))
         H, W = height * self.ss, width * self.ss
         self.origin = np.asarray(scene.camera_position, dtype=np.float64)
-        self.forward, self.right, self.up = (np.asarray(v) for v in camera_basis(scene.camera_rotation))
+        self._f, self._r, self._u = camera_basis(scene.camera_rotation)
+        self._o = tuple(float(v) for v in scene.camera_position)
+        self.forward, self.right, self.up = (np.asarray(v) for v in (self._f, self._r, self._u))
         self.focal = 0.5 * H / math.tan(math.radians(FOV_Y_DEG) / 2)
         jj, ii = np.meshgrid(np.arange(W) + 0.5 - W / 2, np.arange(H) + 0.5 - H / 2)
-        dirs = self.forward + (jj / self.focal)[..., None] * self.right - (ii / self.focal)[..., None] * self.up
+        dirs = (
+            self.forward + (jj / self.focal)[..., None] * self.right - (ii / self.focal)[..., None] * self.up
+        )
         dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
         self.dirs = dirs.astype(np.float32)
         with np.errstate(divide="ignore"):
@@ -143,29 +146,63 @@ class View:
         return H / 2 - self.focal * y / z, W / 2 + self.focal * x / z, z
 
     def _bbox(self, center, half):
-        """Screen rectangle (r0, r1, c0, c1) covering a world box, or None if off screen."""
+        """Screen rectangle (r0, r1, c0, c1) covering a world box, or None if off screen (plain floats: hot)."""
         H, W = self.height * self.ss, self.width * self.ss
-        c, h = np.asarray(center, dtype=np.float64), np.asarray(half, dtype=np.float64)
-        corners = c + h * np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-        d = corners - self.origin
-        z = d @ self.forward
-        if (z <= 1e-3).any():
-            return 0, H, 0, W
-        rows = H / 2 - self.focal * (d @ self.up) / z
-        cols = W / 2 + self.focal * (d @ self.right) / z
-        r0, r1 = max(0, int(math.floor(rows.min()))), min(H, int(math.ceil(rows.max())) + 1)
-        c0, c1 = max(0, int(math.floor(cols.min()))), min(W, int(math.ceil(cols.max())) + 1)
+        d = (center[0] - self._o[0], center[1] - self._o[1], center[2] - self._o[2])
+        (fx, fy, fz), (rx, ry, rz), (ux, uy, uz) = self._f, self._r, self._u
+        z0, x0, y0 = (
+            d[0] * fx + d[1] * fy + d[2] * fz,
+            d[0] * rx + d[1] * ry + d[2] * rz,
+            d[0] * ux + d[1] * uy + d[2] * uz,
+        )
+        hx, hy, hz = half
+        rows, cols = [], []
+        for sx in (-hx, hx):
+            for sy in (-hy, hy):
+                for sz in (-hz, hz):
+                    z = z0 + sx * fx + sy * fy + sz * fz
+                    if z <= 1e-3:
+                        return 0, H, 0, W
+                    rows.append(-(y0 + sx * ux + sy * uy + sz * uz) / z)
+                    cols.append((x0 + sx * rx + sy * ry + sz * rz) / z)
+        r0 = max(0, int(math.floor(H / 2 + self.focal * min(rows))))
+        r1 = min(H, int(math.ceil(H / 2 + self.focal * max(rows))) + 1)
+        c0 = max(0, int(math.floor(W / 2 + self.focal * min(cols))))
+        c1 = min(W, int(math.ceil(W / 2 + self.focal * max(cols))) + 1)
         if r0 >= r1 or c0 >= c1:
             return None
         return r0, r1, c0, c1
+
+    def _contact_shadow(self, colour, depth, spec, position):
+        """Darken the surface around an object's footprint (a soft blob): shows where, and on what, it rests."""
+        hx, hy, hz = spec.half
+        y = position[1] - hy
+        grow = 1.35
+        box = self._bbox((position[0], y, position[2]), (hx * grow, 0.0, hz * grow))
+        if box is None:
+            return
+        r0, r1, c0, c1 = box
+        dirs = self.dirs[r0:r1, c0:c1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (y - self.origin[1]) / dirs[..., 1]
+        px = self.origin[0] + t * dirs[..., 0] - position[0]
+        pz = self.origin[2] + t * dirs[..., 2] - position[2]
+        r = np.maximum(np.abs(px) / hx, np.abs(pz) / hz)  # 1 on the footprint's outline
+        strength = 0.45 * np.clip((grow - r) / (grow - 0.8), 0.0, 1.0)
+        sub_depth = depth[r0:r1, c0:c1]
+        on = (strength > 0) & (t > 0) & (np.abs(t - sub_depth) < 0.01 * t)  # that surface is what is seen
+        if on.any():
+            sub = colour[r0:r1, c0:c1]
+            sub[on] = (sub[on] * (1.0 - strength[on])[:, None]).astype(np.uint8)
 
     def render(self, objects) -> np.ndarray:
         """uint8 [H, W, 3] image with `objects` = [(ObjectSpec or catalogue index, centre (x, y, z)), ...]."""
         colour = self.colour.copy()
         depth = self.depth.copy()
-        for spec, position in objects:
-            if not isinstance(spec, ObjectSpec):
-                spec = OBJECTS[int(spec)]
+        specs = [(s if isinstance(s, ObjectSpec) else OBJECTS[int(s)], p) for s, p in objects]
+        for spec, position in specs:
+            self._contact_shadow(colour, depth, spec, position)
+        for spec, position in specs:
             for prim in spec.primitives:
                 center = tuple(position[a] + prim.offset[a] for a in range(3))
                 box = self._bbox(center, prim.half)

@@ -1,0 +1,261 @@
+"""Feasibility rules: every invalid case, scalar / numpy / jax.numpy agreement, hypothesis fuzzing."""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim import geometry
+from sim.env import place_objects
+from sim.objects import OBJECT_HALF, OBJECTS, object_index
+from sim.scenes import SCENES, TRAIN_SCENES
+
+
+def make_geo(scene, names, positions_on):
+    """geo with objects `names` resting on (surface index, dx, dz) offsets from the surface centres."""
+    geo = geometry.scene_arrays(scene)
+    half = np.array([OBJECT_HALF[object_index(n)] for n in names])
+    pos, surf = [], []
+    for (s, dx, dz), h in zip(positions_on, half):
+        c = scene.surfaces[s].center
+        pos.append([c[0] + dx, c[1] + h[1], c[2] + dz])
+        surf.append(s)
+    geo.update(object_pos=np.array(pos), object_half=half, object_surface=np.array(surf, dtype=np.int32))
+    assert geometry.state_is_valid(geo)
+    return geo
+
+
+def scalar_move(geo, k, action):
+    # Padding rows get a negative half-size: they contain no point, like a masked row.
+    surfaces = [
+        tuple(geo["surface_center"][i].tolist())
+        + (tuple(geo["surface_half"][i].tolist()) if m else (-1.0, -1.0))
+        for i, m in enumerate(geo["surface_mask"])
+    ]
+    return geometry.move_scalar(
+        surfaces,
+        geo["object_pos"].tolist(),
+        geo["object_half"].tolist(),
+        k,
+        *map(float, action),
+        geo["move_scale"].tolist(),
+    )
+
+
+KITCHEN = TRAIN_SCENES[0]
+SX, SY, SZ = KITCHEN.move_scale
+NAMES = ("cup", "plate", "red book")
+
+
+def surf(name):
+    return [s.name for s in KITCHEN.surfaces].index(name)
+
+
+TABLE, COUNTER, STOOL = surf("kitchen table"), surf("counter"), surf("stool")
+
+
+def kitchen_geo():
+    # cup on the kitchen table's centre, plate on the counter, book on the stool
+    return make_geo(KITCHEN, NAMES, [(TABLE, 0.0, 0.0), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)])
+
+
+def _assert_unchanged(geo, action, k=0):
+    new, valid = geometry.move(geo, k, action)
+    assert not bool(valid)
+    for key in geo:
+        np.testing.assert_array_equal(new[key], geo[key])
+    assert not scalar_move(geo, k, action)[0]
+
+
+def test_valid_move_on_same_surface():
+    geo = kitchen_geo()
+    new, valid = geometry.move(geo, 0, [0.5, 0.2, -0.4])
+    assert bool(valid)
+    np.testing.assert_allclose(new["object_pos"][0], geo["object_pos"][0] + [0.5 * SX, 0.0, -0.4 * SZ])
+    assert new["object_surface"][0] == TABLE
+    np.testing.assert_array_equal(new["object_pos"][1:], geo["object_pos"][1:])
+    assert geometry.state_is_valid(new)
+
+
+def test_off_surface_is_invalid():
+    # Cup at the table's front edge; a full step forward (towards the camera) lands over the floor.
+    table = KITCHEN.surfaces[TABLE]
+    cup_hz = OBJECT_HALF[object_index("cup")][2]
+    geo = make_geo(
+        KITCHEN, NAMES, [(TABLE, 0.0, -(table.half[1] - cup_hz)), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)]
+    )
+    _assert_unchanged(geo, [0.0, 0.0, -1.0])
+
+
+def test_out_of_bounds_is_invalid():
+    # Centre still over the table but the cup's footprint sticks out over the edge.
+    table = KITCHEN.surfaces[TABLE]
+    cup_hz = OBJECT_HALF[object_index("cup")][2]
+    dz = -(table.half[1] - cup_hz) + 0.05  # 5 cm inside the allowed band
+    geo = make_geo(KITCHEN, NAMES, [(TABLE, 0.0, dz), (COUNTER, 0.0, 0.0), (STOOL, 0.0, 0.0)])
+    _assert_unchanged(geo, [0.0, 0.0, -0.07 / SZ])  # 7 cm towards the edge
+    assert bool(geometry.move(geo, 0, [0.0, 0.0, -0.03 / SZ])[1])  # 3 cm is fine
+
+
+def test_overlap_is_invalid():
+    geo = make_geo(
+        KITCHEN, ("cup", "plate", "red book"), [(TABLE, -0.3, 0.0), (TABLE, 0.15, 0.0), (STOOL, 0.0, 0.0)]
+    )
+    _assert_unchanged(geo, [0.3 / SX, 0.0, 0.0])  # 30 cm right: into the plate
+    # Touching is allowed: move the cup exactly next to the plate.
+    gap = 0.45 - (OBJECT_HALF[object_index("cup")][0] + OBJECT_HALF[object_index("plate")][0])
+    assert bool(geometry.move(geo, 0, [gap / SX, 0.0, 0.0])[1])
+
+
+def test_vertical_rules():
+    geo = kitchen_geo()  # cup on the table
+    _assert_unchanged(geo, [0.0, -0.5, 0.0])  # pushed 20 cm into the table
+    assert bool(geometry.move(geo, 0, [0.0, -0.04 / SY, 0.0])[1])  # 4 cm low: within DROP_TOL, settles on top
+    assert not bool(geometry.move(geo, 0, [0.0, -0.06 / SY, 0.0])[1])
+    # Lifted higher than MAX_DROP above the table: thrown, invalid (needs a larger vertical scale).
+    high = dict(geo, move_scale=np.array([SX, 1.0, SZ]))
+    _assert_unchanged(high, [0.0, geometry.MAX_DROP + 0.05, 0.0])
+    assert bool(geometry.move(high, 0, [0.0, geometry.MAX_DROP - 0.05, 0.0])[1])
+
+
+def test_move_onto_higher_surface():
+    # The stool is just left of the kitchen table, which is higher: lift the cup over onto the table.
+    stool, table = KITCHEN.surfaces[STOOL], KITCHEN.surfaces[TABLE]
+    cup = OBJECT_HALF[object_index("cup")]
+    on_stool = stool.half[0] - cup[0] - 0.005  # at the stool's right edge
+    geo = make_geo(
+        KITCHEN, ("cup", "plate", "red book"), [(STOOL, on_stool, 0.0), (COUNTER, 0.0, 0.0), (2, 0.0, 0.0)]
+    )
+    dx = (table.center[0] - table.half[0] + cup[0] + 0.005) - geo["object_pos"][0, 0]
+    assert dx < SX
+    lift = table.center[1] - stool.center[1]
+    assert 0 < lift < SY
+    _assert_unchanged(geo, [dx / SX, 0.0, 0.0])  # not lifted: the table would be pushed through
+    new, valid = geometry.move(geo, 0, [dx / SX, (lift + 0.02) / SY, 0.0])
+    assert bool(valid)
+    assert new["object_surface"][0] == TABLE
+    assert new["object_pos"][0, 1] == pytest.approx(table.center[1] + cup[1])
+    # And back down onto the stool: dropped.
+    back, valid = geometry.move(new, 0, [-dx / SX, 0.0, 0.0])
+    assert bool(valid) and back["object_surface"][0] == STOOL
+
+
+def test_highest_catching_surface_wins():
+    scene = KITCHEN
+    geo = geometry.scene_arrays(scene)
+    # Two stacked test surfaces at the same place: the higher one (not above the target) catches.
+    geo["surface_center"][5] = [3.0, 0.3, 3.0]
+    geo["surface_half"][5] = [0.5, 0.5]
+    geo["surface_center"][6] = [3.0, 0.5, 3.0]
+    geo["surface_half"][6] = [0.5, 0.5]
+    geo["surface_mask"][5:7] = True
+    half = np.tile([0.05, 0.05, 0.05], (3, 1))
+    geo.update(
+        object_pos=np.array([[3.0, 0.35, 3.0], [2.0, 0.95, 2.0], [-2.0, 0.95, -2.0]]),
+        object_half=half,
+        object_surface=np.array([5, 0, 0], dtype=np.int32),
+    )
+    up = [0.0, 0.25 / SY, 0.0]  # bottom 0.3 -> 0.55: the 0.5 surface
+    new, valid = geometry.move(geo, 0, up)
+    assert bool(valid) and new["object_surface"][0] == 6
+    assert scalar_move(geo, 0, up)[2] == 6
+    new, valid = geometry.move(geo, 0, [0.0, 0.05 / SY, 0.0])  # bottom 0.35: the 0.3 surface
+    assert bool(valid) and new["object_surface"][0] == 5
+
+
+def random_state(rng: random.Random, scene=None):
+    scene = scene or SCENES[rng.randrange(len(SCENES))]
+    ids = rng.sample(range(len(OBJECTS)), 3)
+    pos, surf = place_objects(rng, scene, ids)
+    geo = geometry.scene_arrays(scene)
+    geo.update(
+        object_pos=np.array(pos),
+        object_half=OBJECT_HALF[ids].copy(),
+        object_surface=np.array(surf, dtype=np.int32),
+    )
+    return geo
+
+
+def test_scalar_matches_numpy():
+    rng = random.Random(0)
+    n_valid = 0
+    for _ in range(400):
+        geo = random_state(rng)
+        k = rng.randrange(3)
+        action = [rng.uniform(-1.2, 1.2) for _ in range(3)]
+        new, valid = geometry.move(geo, k, action)
+        s_valid, s_pos, s_surf = scalar_move(geo, k, action)
+        assert bool(valid) == s_valid
+        if s_valid:
+            n_valid += 1
+            assert new["object_pos"][k].tolist() == list(s_pos)
+            assert int(new["object_surface"][k]) == s_surf
+    assert 40 < n_valid < 360
+
+
+def _batch(n, seed):
+    rng = random.Random(seed)
+    geos = [random_state(rng) for _ in range(n)]
+    ks = np.array([rng.randrange(3) for _ in range(n)], dtype=np.int32)
+    actions = np.array([[rng.uniform(-1, 1) for _ in range(3)] for _ in range(n)])
+    return geos, ks, actions
+
+
+def test_jax_matches_numpy():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    geos, ks, actions = _batch(256, 1)
+    stacked = {key: np.stack([g[key] for g in geos]) for key in geos[0]}
+    expect = [geometry.move(g, int(k), a) for g, k, a in zip(geos, ks, actions)]
+    step = jax.jit(jax.vmap(lambda g, k, a: geometry.move(g, k, a, xp=jnp)))
+    with jax.enable_x64(True):
+        got, valid = step(stacked, ks, actions)
+        valid = np.asarray(valid)
+        for i, (e_geo, e_valid) in enumerate(expect):
+            assert bool(valid[i]) == bool(e_valid)
+            # XLA may fuse a multiply-add: equal up to the last bit.
+            np.testing.assert_allclose(
+                np.asarray(got["object_pos"][i]), e_geo["object_pos"], rtol=0, atol=1e-12
+            )
+            np.testing.assert_array_equal(np.asarray(got["object_surface"][i]), e_geo["object_surface"])
+        assert 0 < valid.sum() < len(valid)
+    # In float32 (the agent's precision) only boundary cases may differ.
+    got32, valid32 = step(
+        {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in stacked.items()},
+        ks,
+        actions.astype(np.float32),
+    )
+    agree = np.mean(np.asarray(valid32) == np.array([bool(v) for _, v in expect]))
+    assert agree >= 0.98
+    state_ok = jax.vmap(lambda g: geometry.state_is_valid(g, xp=jnp))(got32)
+    assert bool(np.all(np.asarray(state_ok)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    k=st.integers(0, 2),
+    action=st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=3, max_size=3),
+)
+def test_fuzz_moves_keep_state_valid(seed, k, action):
+    geo = random_state(random.Random(seed))
+    new, valid = geometry.move(geo, k, action)
+    if bool(valid):
+        assert geometry.state_is_valid(new)
+        others = [j for j in range(3) if j != k]
+        np.testing.assert_array_equal(new["object_pos"][others], geo["object_pos"][others])
+    else:
+        for key in geo:
+            np.testing.assert_array_equal(new[key], geo[key])
+    assert scalar_move(geo, k, action)[0] == bool(valid)
+
+
+def test_scene_arrays_padding():
+    geo = geometry.scene_arrays(KITCHEN)
+    n = len(KITCHEN.surfaces)
+    assert geo["surface_center"].shape == (geometry.S_MAX, 3)
+    assert geo["surface_mask"].sum() == n and not geo["surface_mask"][n:].any()
+    stacked = geometry.stacked_scene_arrays(SCENES)
+    assert stacked["surface_center"].shape == (len(SCENES), geometry.S_MAX, 3)
