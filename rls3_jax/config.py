@@ -24,6 +24,7 @@ class RunConfig:
     preset: str = "default"
     seed: int = 0
     weights: str | None = None
+    agent_from: str | None = None  # a pretrained agent checkpoint (python -m rls3_jax.sac.pretrain)
     # Algorithm 1
     iterations: int = 8  # I: upper bound; early stopping (SAC) or the budget (random) may end sooner
     episodes: int = 4  # E

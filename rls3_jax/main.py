@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", default=None,
                         help="a local Hugging Face checkpoint directory (default: the embedded small model)")
+    parser.add_argument("--agent-from", default=None, metavar="CKPT",
+                        help="start from a pretrained agent (python -m rls3_jax.sac.pretrain --out CKPT) "
+                             "instead of pretraining for --pretrain-steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--budget-from", default=None, metavar="RUN_DIR",
                         help="random agent: generate as many samples as the SAC run in RUN_DIR did")
@@ -76,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             values[field] = value
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
+        agent_from=args.agent_from,
         reward=args.reward, export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, **values,
     )

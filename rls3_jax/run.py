@@ -30,7 +30,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 # Fields that may differ when a run is resumed; any other difference means --out holds another run.
-_RESUMABLE_CHANGES = {"iterations", "export_data", "unity_build", "unity_port", "unity_timeout_s"}
+_RESUMABLE_CHANGES = {"iterations", "export_data", "unity_build", "unity_port", "unity_timeout_s", "agent_from"}
 
 
 class RunError(Exception):
@@ -153,27 +153,38 @@ def replay_template(config: RunConfig, obs_dim: int, act_dim: int):
     return replay.init(_sac_config(config).buffer_size, obs_dim, act_dim)
 
 
-def _initial_agent(config: RunConfig, out: Path, obs_dim: int, act_dim: int):
-    from rls3_jax.sac import buffer as replay
+def _initial_agent(config: RunConfig, obs_dim: int, act_dim: int):
+    """The agent the loop starts from: loaded (--agent-from), pretrained on the intrinsic reward, or fresh.
 
-    sac_config = _sac_config(config)
+    Returns (state, buffer, valid fraction over the last 1,000 pretraining steps or None).
+    """
+    from rls3_jax.sac import pretrain
+
     agent = _agent_module(config)
-    if config.agent == "sac" and config.pretrain_steps > 0 and config.env == "sim":
-        from rls3_jax.sac import pretrain
+    if config.agent_from:
+        state, buffer, _ = pretrain.load(config.agent_from)
+        if (state.obs_dim, state.act_dim) != (obs_dim, act_dim):
+            raise RunError(f"--agent-from {config.agent_from}: an agent for {state.obs_dim} observations and "
+                           f"{state.act_dim} actions, the environment has {obs_dim} and {act_dim}")
+        return state, buffer, None
+    state = agent.init(_sac_config(config), obs_dim, act_dim, config.seed)
+    buffer = replay_template(config, obs_dim, act_dim)
+    if config.agent != "sac" or config.pretrain_steps == 0:
+        return state, buffer, None
+    if config.env == "sim":
+        # The simulator's feasibility rules in pure JAX: rollout and updates in one lax.scan.
+        import sim
+        from rls3_jax.sac import jax_env
 
-        state, buffer = pretrain.pretrain_jitted(sac_config, config.pretrain_steps, seed=config.seed)
-        return state, buffer
-    state = agent.init(sac_config, obs_dim, act_dim, config.seed)
-    buffer = replay.init(sac_config.buffer_size, obs_dim, act_dim)
-    if config.agent == "sac" and config.pretrain_steps > 0:
-        from rls3_jax.sac import pretrain
-
+        env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train"), seed=config.seed)
+        state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
+    else:
         env = make_env(config, "train", 32)
         try:
-            state, buffer = pretrain.pretrain_on_env(state, buffer, env, config.pretrain_steps, seed=config.seed)
+            state, buffer, valid = pretrain.run_python(env, agent, state, buffer, config.pretrain_steps, config.seed)
         finally:
             env.close()
-    return state, buffer
+    return state, buffer, float(np.mean(valid[-1000:]))
 
 
 # -------------------------------------------------------------------------------------------- progress
@@ -293,7 +304,9 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
     else:
         vlm_state = template_vlm
-        agent_state, buffer = _initial_agent(config, out, obs_dim, act_dim)
+        started = time.perf_counter()
+        agent_state, buffer, pretrain_valid = _initial_agent(config, obs_dim, act_dim)
+        pretrain_s = time.perf_counter() - started
         started = time.perf_counter()
         val0 = learner.evaluate(vlm_state, val_images, val_samples)
         test0 = learner.evaluate(vlm_state, test_images, test_samples)
@@ -305,7 +318,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             "test_metric": float(test0["metric"]), "test_per_term": _plain(test0["per_term"]),
             "test_per_complexity": _plain(test0["per_complexity"]), "test_term_counts": test_term_counts,
             "test_complexity_counts": test_complexity_counts, "stopped_early": False,
-            "generation_s": 0.0, "vlm_inference_s": inference_s, "vlm_training_s": 0.0, "agent_update_s": 0.0,
+            "pretrain_valid_fraction": pretrain_valid, "pretrain_s": pretrain_s, "generation_s": 0.0, "vlm_inference_s": inference_s, "vlm_training_s": 0.0, "agent_update_s": 0.0,
         }]
         progress_state = {"best_val": float(val0["metric"]), "since_best": 0, "vlm_steps": 0, "stopped": False}
         _save(out, vlm_state, agent_state, buffer, records, progress_state)
