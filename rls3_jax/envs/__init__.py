@@ -32,7 +32,9 @@ def make_env(
     )
     if kind == "sim":
         if unity_build is not None or unity_port is not None:
-            raise ValueError("make_env: --unity-build/--unity-port given but the environment is 'sim'; add --env unity")
+            raise ValueError(
+                "make_env: --unity-build/--unity-port given but the environment is 'sim'; add --env unity"
+            )
         from sim import IndoorSceneEnv
 
         return IndoorSceneEnv(**common)

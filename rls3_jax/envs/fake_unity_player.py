@@ -30,7 +30,9 @@ from mlagents_envs.communicator_objects.command_pb2 import QUIT, RESET, STEP
 from mlagents_envs.communicator_objects.observation_pb2 import NONE, PNG, ObservationProto
 from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
 from mlagents_envs.communicator_objects.unity_output_pb2 import UnityOutputProto
-from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import UnityRLInitializationOutputProto
+from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import (
+    UnityRLInitializationOutputProto,
+)
 from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import UnityToExternalProtoStub
 from PIL import Image
 
@@ -92,8 +94,12 @@ class FakeUnityPlayer:
                 name="rls3_jax fake Unity player",
                 communication_version=COMMUNICATION_VERSION,
                 package_version=PACKAGE_VERSION,
-                capabilities=UnityRLCapabilitiesProto(baseRLCapabilities=True, concatenatedPngObservations=True,
-                                                      compressedChannelMapping=True, hybridActions=True),
+                capabilities=UnityRLCapabilitiesProto(
+                    baseRLCapabilities=True,
+                    concatenatedPngObservations=True,
+                    compressedChannelMapping=True,
+                    hybridActions=True,
+                ),
             )
             try:
                 reply = self._exchange(stub, UnityOutputProto(rl_initialization_output=init))
@@ -102,7 +108,9 @@ class FakeUnityPlayer:
                     raise ConnectionError(
                         f"fake Unity player: Python speaks protocol {python_version}, this player {COMMUNICATION_VERSION}"
                     )
-                reply = self._exchange(stub, None)  # as Unity does: the second exchange fetches the first command
+                reply = self._exchange(
+                    stub, None
+                )  # as Unity does: the second exchange fetches the first command
                 while reply.header.status == 200:
                     output = self._handle(reply.unity_input.rl_input)
                     if output is None:
@@ -147,7 +155,9 @@ class FakeUnityPlayer:
         seed = None
         if self.params[contract.PARAM_SEED_SERIAL] != self._seed_serial:
             self._seed_serial = self.params[contract.PARAM_SEED_SERIAL]
-            seed = int(self.params[contract.PARAM_SEED_HIGH]) * 65536 + int(self.params[contract.PARAM_SEED_LOW])
+            seed = int(self.params[contract.PARAM_SEED_HIGH]) * 65536 + int(
+                self.params[contract.PARAM_SEED_LOW]
+            )
         scene = int(self.params[contract.PARAM_SCENE])
         obs, info = self._env.reset(seed=seed, options={"scene": scene} if scene >= 0 else None)
         self._episode += 1
@@ -156,7 +166,9 @@ class FakeUnityPlayer:
         return self._output(obs, 0.0, message)
 
     def _act(self, action: np.ndarray) -> UnityOutputProto:
-        obs, reward, _, _, info = self._env.step(action)  # episode ends are Python's to decide (docs/unity.md)
+        obs, reward, _, _, info = self._env.step(
+            action
+        )  # episode ends are Python's to decide (docs/unity.md)
         self._step += 1
         self.steps_served += 1
         message = {"event": "step", "valid": bool(info["valid"]), "metadata": info.get("metadata")}
@@ -183,11 +195,16 @@ class FakeUnityPlayer:
         output.rl_output.agentInfos[self.full_name].value.append(agent)
         if not self._brain_sent:  # the behaviour's parameters travel with its first agent info
             output.rl_initialization_output.brain_parameters.append(
-                BrainParametersProto(brain_name=self.full_name, is_training=True,
-                                     action_spec=ActionSpecProto(num_continuous_actions=contract.N_ACTIONS))
+                BrainParametersProto(
+                    brain_name=self.full_name,
+                    is_training=True,
+                    action_spec=ActionSpecProto(num_continuous_actions=contract.N_ACTIONS),
+                )
             )
             self._brain_sent = True
-        body = encode_message({"version": SCHEMA_VERSION, "episode": self._episode, "step": self._step, **message})
+        body = encode_message(
+            {"version": SCHEMA_VERSION, "episode": self._episode, "step": self._step, **message}
+        )
         output.rl_output.side_channel = METADATA_CHANNEL_ID.bytes_le + struct.pack("<i", len(body)) + body
         return output
 
@@ -211,13 +228,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=contract.EDITOR_PORT, help="the port the run listens on")
     parser.add_argument("--host", default="localhost")
-    parser.add_argument("--split", choices=contract.SPLITS, default="train", help="until the run sends rls3_split")
-    parser.add_argument("--image-size", type=int, default=224, help="until the run sends rls3_image_height/width")
-    parser.add_argument("--raw-images", action="store_true", help="send uncompressed float images instead of PNG")
+    parser.add_argument(
+        "--split", choices=contract.SPLITS, default="train", help="until the run sends rls3_split"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="until the run sends rls3_image_height/width"
+    )
+    parser.add_argument(
+        "--raw-images", action="store_true", help="send uncompressed float images instead of PNG"
+    )
     parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the run")
     args = parser.parse_args(argv)
-    player = FakeUnityPlayer(args.port, host=args.host, split=args.split, image_size=args.image_size,
-                             png=not args.raw_images, connect_timeout_s=args.connect_timeout)
+    player = FakeUnityPlayer(
+        args.port,
+        host=args.host,
+        split=args.split,
+        image_size=args.image_size,
+        png=not args.raw_images,
+        connect_timeout_s=args.connect_timeout,
+    )
     try:
         steps = player.run()
     except ConnectionError as e:

@@ -43,7 +43,9 @@ def decode_message(body: bytes) -> dict:
             f"metadata side channel: schema version {message['version']!r}, this rls3_jax reads {SCHEMA_VERSION}"
         )
     if message["event"] not in EVENTS:
-        raise ValueError(f"metadata side channel: unknown event {message['event']!r}; expected one of {EVENTS}")
+        raise ValueError(
+            f"metadata side channel: unknown event {message['event']!r}; expected one of {EVENTS}"
+        )
     if not isinstance(message["valid"], bool):
         raise ValueError(f"metadata side channel: 'valid' must be true/false, got {message['valid']!r}")
     metadata = message["metadata"]
@@ -51,7 +53,9 @@ def decode_message(body: bytes) -> dict:
     if needs_metadata:
         if not isinstance(metadata, dict):
             raise ValueError(f"metadata side channel: {message['event']} message without a metadata object")
-        lacking = [k for k in ("scene", "scene_name", "split", "moved", "objects", "camera") if k not in metadata]
+        lacking = [
+            k for k in ("scene", "scene_name", "split", "moved", "objects", "camera") if k not in metadata
+        ]
         if lacking:
             raise ValueError(f"metadata side channel: metadata lacks keys {lacking}")
     return message

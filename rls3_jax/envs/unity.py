@@ -166,12 +166,16 @@ class UnityIndoorSceneEnv(gym.Env):
         if split not in SPLITS:
             raise ValueError(f"UnityIndoorSceneEnv: unknown split {split!r}; expected one of {SPLITS}")
         if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"UnityIndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
+            raise ValueError(
+                f"UnityIndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'"
+            )
         for name, v in (("valid_per_episode", valid_per_episode), ("max_episode_steps", max_episode_steps)):
             if v is not None and int(v) < 1:
                 raise ValueError(f"UnityIndoorSceneEnv: {name} must be a positive int or None, got {v!r}")
         if not (timeout_s > 0 and math.isfinite(timeout_s)):
-            raise ValueError(f"UnityIndoorSceneEnv: timeout_s must be a positive number of seconds, got {timeout_s!r}")
+            raise ValueError(
+                f"UnityIndoorSceneEnv: timeout_s must be a positive number of seconds, got {timeout_s!r}"
+            )
         if port is not None and not 1 <= int(port) <= 65535:
             raise ValueError(f"UnityIndoorSceneEnv: port {port!r} outside 1..65535")
         self.split = split
@@ -234,9 +238,13 @@ class UnityIndoorSceneEnv(gym.Env):
                 else "press Play in the Unity editor (or start the player with --mlagents-port "
                 f"{self.port}) before this timeout, or raise --unity-timeout"
             )
-            raise UnityEnvError(f"{self._where}: no Unity player connected within {self.timeout_s:g} s; {todo}") from None
+            raise UnityEnvError(
+                f"{self._where}: no Unity player connected within {self.timeout_s:g} s; {todo}"
+            ) from None
         except (UnityException, ValueError, OSError) as e:
-            raise UnityEnvError(f"{self._where}: could not start the connection ({_one_line(e)}); see docs/unity.md") from None
+            raise UnityEnvError(
+                f"{self._where}: could not start the connection ({_one_line(e)}); see docs/unity.md"
+            ) from None
 
     def _fail(self, during: str, e: BaseException):
         self._shutdown(timeout=0)
@@ -307,7 +315,9 @@ class UnityIndoorSceneEnv(gym.Env):
             raise RuntimeError("UnityIndoorSceneEnv.step: call reset() first (and after each episode end)")
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (N_ACTIONS,):
-            raise ValueError(f"UnityIndoorSceneEnv.step: action shape {action.shape}, expected ({N_ACTIONS},)")
+            raise ValueError(
+                f"UnityIndoorSceneEnv.step: action shape {action.shape}, expected ({N_ACTIONS},)"
+            )
         if not np.all(np.isfinite(action)):
             raise ValueError(f"UnityIndoorSceneEnv.step: non-finite action {tuple(action.tolist())}")
         env = self._live_env()
@@ -321,7 +331,9 @@ class UnityIndoorSceneEnv(gym.Env):
         message = self._one_message(during)
         valid = message["valid"]
         if reward != (1.0 if valid else -1.0):
-            self._contract(f"{during}: reward {reward} but the metadata says valid={valid} (rule: +1 valid, -1 invalid)")
+            self._contract(
+                f"{during}: reward {reward} but the metadata says valid={valid} (rule: +1 valid, -1 invalid)"
+            )
         self._steps += 1
         self._valid += int(valid)
         info = {"valid": True, "metadata": message["metadata"]} if valid else {"valid": False}
