@@ -226,7 +226,13 @@ class FakeUnityPlayer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=contract.EDITOR_PORT, help="the port the run listens on")
+    parser.add_argument(
+        "--port",
+        "--mlagents-port",
+        type=int,
+        default=contract.EDITOR_PORT,
+        help="the port the run listens on",
+    )
     parser.add_argument("--host", default="localhost")
     parser.add_argument(
         "--split", choices=contract.SPLITS, default="train", help="until the run sends rls3_split"
@@ -238,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "--raw-images", action="store_true", help="send uncompressed float images instead of PNG"
     )
     parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the run")
-    args = parser.parse_args(argv)
+    # Unity players get -batchmode, -logFile ... from a launching run: accept and ignore them like a build would.
+    args, _ = parser.parse_known_args(argv)
     player = FakeUnityPlayer(
         args.port,
         host=args.host,

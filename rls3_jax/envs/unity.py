@@ -12,6 +12,7 @@ noticed at the next exchange instead of after the whole timeout.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import time
@@ -87,11 +88,15 @@ class _Servicer(UnityToExternalServicerImplementation):
         self.child_conn.send(request)
         while not self.child_conn.poll(0.2):
             if not context.is_active():
-                gone = UnityMessageProto()
-                gone.header.status = _DISCONNECTED
-                self.child_conn.send(gone)
-                return UnityMessageProto()
-        return self.child_conn.recv()
+                return self._gone()
+        reply = self.child_conn.recv()
+        return reply if context.is_active() else self._gone()
+
+    def _gone(self):
+        gone = UnityMessageProto()
+        gone.header.status = _DISCONNECTED
+        self.child_conn.send(gone)
+        return UnityMessageProto()
 
     Initialize = Exchange
 
@@ -134,6 +139,10 @@ class _UnityEnvironment(UnityEnvironment):
 
     def _get_communicator(self, worker_id, base_port, timeout_wait):
         return _Communicator(worker_id, base_port, self._timeout_s, self._listen_host)
+
+    def _close(self, timeout=None) -> None:
+        if hasattr(self, "_communicator"):  # atexit also calls this for environments whose start failed
+            super()._close(timeout)
 
 
 class UnityIndoorSceneEnv(gym.Env):
@@ -208,12 +217,7 @@ class UnityIndoorSceneEnv(gym.Env):
 
     def _connect(self, build, no_graphics, listen_host, additional_args, log_folder):
         if build is not None:
-            if env_utils.validate_environment_path(os.path.expanduser(str(build))) is None:
-                raise UnityEnvError(
-                    f"Unity build {build!r} not found: pass --unity-build the Linux player (the .x86_64 file or its "
-                    f"folder), or --unity-port to attach to a running editor"
-                )
-            build = os.path.expanduser(str(build))
+            build = _resolve_build(str(build))
         try:
             return _UnityEnvironment(
                 file_name=build,
@@ -432,6 +436,25 @@ class UnityIndoorSceneEnv(gym.Env):
         if message["step"] != expected_step:
             self._contract(f"{during}: metadata is for step {message['step']}, expected {expected_step}")
         return message
+
+
+def _resolve_build(build: str) -> str:
+    """The player executable for a build path: the file itself, or the one *.x86_64 inside a build folder."""
+    path = os.path.expanduser(build)
+    if os.path.isdir(path):
+        players = sorted(glob.glob(os.path.join(path, "*.x86_64")))
+        if len(players) == 1:
+            path = players[0]
+    if env_utils.validate_environment_path(path) is None:
+        raise UnityEnvError(
+            f"Unity build {build!r} not found: pass --unity-build the Linux player (the .x86_64 file, or a folder "
+            f"holding exactly one), or --unity-port to attach to a running editor"
+        )
+    if not os.access(env_utils.validate_environment_path(path), os.X_OK):
+        raise UnityEnvError(
+            f"Unity build {build!r} is not executable: chmod +x it (and its folder's player files)"
+        )
+    return path
 
 
 def _one_line(e: BaseException) -> str:
