@@ -1,0 +1,117 @@
+"""Run configuration: Algorithm 1's parameters and the three presets.
+
+`paper` holds the paper's values (section 5.2); `default` scales the same loop down so the embedded models
+finish on a 2-core CPU in about ten minutes; `smoke` is the under-a-minute version the tests run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+VLMS = ("paligemma", "clip", "negclip")
+AGENTS = ("sac", "random")
+ENVS = ("sim", "unity")
+PRESETS = ("smoke", "default", "paper")
+REWARD_MODES = ("batch", "per-sample")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    vlm: str = "paligemma"
+    agent: str = "sac"
+    env: str = "sim"
+    preset: str = "default"
+    seed: int = 0
+    weights: str | None = None
+    # Algorithm 1
+    iterations: int = 8  # I: upper bound; early stopping (SAC) or the budget (random) may end sooner
+    episodes: int = 4  # E
+    t0: int = 32  # minimum valid samples per episode
+    eta: float = 0.5  # sampling rate into the fine-tuning batch
+    vlm_steps: int = 64  # K: steps (PaliGemma) or epochs (CLIP)
+    eval_every: int = 32  # F, in the same unit as K
+    beta: float = 10.0
+    pretrain_steps: int = 5000
+    patience: int = 10
+    min_iterations: int = 15
+    min_improvement: float = 0.01  # what counts as a significant validation improvement
+    reward: str = "batch"
+    val_frames: int = 64
+    test_frames: int = 128
+    max_steps_per_episode: int = 0  # 0: 50 * t0, a guard against an agent that never finds valid moves
+    budget: int = 0  # random agent: stop once this many samples (valid + invalid) were generated
+    export_data: bool = False
+    # VLM options
+    vlm_batch_size: int = 16
+    learning_rate: float = 0.0  # 0: the learner's own default
+    # environment
+    unity_build: str | None = None
+    unity_port: int | None = None
+    unity_timeout_s: float = 60.0
+
+    def replace(self, **changes) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
+                              ("reward", REWARD_MODES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+        positive = ("iterations", "episodes", "t0", "vlm_steps", "eval_every", "val_frames", "test_frames",
+                    "vlm_batch_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0.0 < self.eta <= 1.0:
+            raise ValueError(f"--eta must lie in (0, 1], got {self.eta}")
+        if self.pretrain_steps < 0 or self.patience < 0 or self.min_iterations < 0:
+            raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
+        if self.env == "unity" and not (self.unity_build or self.unity_port):
+            raise ValueError("--env unity needs --unity-build PATH or --unity-port N")
+
+    @property
+    def samples_per_episode(self) -> int:
+        """eta * T0: how many of an episode's valid samples join the fine-tuning batch."""
+        return max(1, round(self.eta * self.t0))
+
+    @property
+    def episode_step_limit(self) -> int:
+        return self.max_steps_per_episode or 50 * self.t0
+
+
+_PAPER = {
+    "paligemma": dict(iterations=100, episodes=20, t0=200, eta=0.5, vlm_steps=256, eval_every=64, beta=10.0,
+                      pretrain_steps=100_000, patience=10, min_iterations=15, val_frames=500, test_frames=1000,
+                      vlm_batch_size=16),
+    "clip": dict(iterations=100, episodes=20, t0=200, eta=0.5, vlm_steps=10, eval_every=2, beta=10.0,
+                 pretrain_steps=100_000, patience=5, min_iterations=10, val_frames=500, test_frames=1000,
+                 vlm_batch_size=64),
+}
+_DEFAULT = {
+    "paligemma": dict(iterations=6, episodes=4, t0=32, eta=0.5, vlm_steps=48, eval_every=24, beta=10.0,
+                      pretrain_steps=5000, patience=3, min_iterations=4, val_frames=64, test_frames=128,
+                      vlm_batch_size=16),
+    "clip": dict(iterations=6, episodes=4, t0=32, eta=0.5, vlm_steps=4, eval_every=2, beta=10.0,
+                 pretrain_steps=5000, patience=3, min_iterations=4, val_frames=64, test_frames=128,
+                 vlm_batch_size=32),
+}
+_SMOKE = {
+    "paligemma": dict(iterations=2, episodes=2, t0=8, eta=0.5, vlm_steps=4, eval_every=2, beta=10.0,
+                      pretrain_steps=300, patience=1, min_iterations=1, val_frames=8, test_frames=8,
+                      vlm_batch_size=4),
+    "clip": dict(iterations=2, episodes=2, t0=8, eta=0.5, vlm_steps=2, eval_every=1, beta=10.0,
+                 pretrain_steps=300, patience=1, min_iterations=1, val_frames=8, test_frames=8,
+                 vlm_batch_size=4),
+}
+PRESET_VALUES = {"paper": _PAPER, "default": _DEFAULT, "smoke": _SMOKE}
+
+
+def preset(name: str, vlm: str) -> dict:
+    """The preset's values for a VLM (NegCLIP shares CLIP's)."""
+    if name not in PRESET_VALUES:
+        raise ValueError(f"--preset {name!r} is not one of {', '.join(PRESETS)}")
+    if vlm not in VLMS:
+        raise ValueError(f"--vlm {vlm!r} is not one of {', '.join(VLMS)}")
+    return dict(PRESET_VALUES[name]["paligemma" if vlm == "paligemma" else "clip"])

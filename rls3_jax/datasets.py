@@ -1,0 +1,90 @@
+"""Samples for the VLM: pairing objects into prompts, the fixed validation/test sets, and export.
+
+A sample is the dict of `rls3_jax.prompts.describe_pair` (located, reference, terms, caption, question)
+plus the ground-truth `metadata` it came from; images travel beside samples as uint8 [N, H, W, 3].
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rls3_jax.prompts import describe_pair
+
+VAL_SEED = 1_000_003  # fixed sets are the same for every run, whatever its seed
+TEST_SEED = 2_000_003
+
+
+def describe(metadata: dict, rng: np.random.Generator) -> dict:
+    """Pick a primary and a secondary object at random (paper 4.3) and describe their relation."""
+    located, reference = rng.choice(len(metadata["objects"]), size=2, replace=False)
+    return {**describe_pair(metadata, int(located), int(reference)), "metadata": metadata}
+
+
+def generate_fixed_set(split: str, n: int, image_size: int, seed: int) -> tuple[np.ndarray, list[dict]]:
+    import sim
+
+    images, metadatas = sim.generate_samples(split, n, seed, image_size=image_size)
+    rng = np.random.default_rng(seed)
+    return np.asarray(images, dtype=np.uint8), [describe(m, rng) for m in metadatas]
+
+
+def collect_from_env(env, n: int, seed: int) -> tuple[np.ndarray, list[dict]]:
+    """A fixed set from any environment with the simulator's interface (used for Unity): random valid moves."""
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    images, samples, steps = [], [], 0
+    while len(samples) < n:
+        _, _, _, truncated, info = env.step(rng.uniform(-1, 1, size=3).astype(np.float32))
+        steps += 1
+        if info["valid"]:
+            images.append(env.render())
+            samples.append(describe(info["metadata"], rng))
+        if truncated:
+            env.reset()
+        if steps > 200 * n:
+            raise RuntimeError(f"the environment produced only {len(samples)} valid samples in {steps} random moves")
+    return np.stack(images).astype(np.uint8), samples
+
+
+def load_or_make(cache_dir: Path, name: str, make) -> tuple[np.ndarray, list[dict]]:
+    """Generate a fixed set once and cache it (images in .npz, samples in .json) under cache_dir."""
+    images_path, samples_path = cache_dir / f"{name}.npz", cache_dir / f"{name}.json"
+    if images_path.is_file() and samples_path.is_file():
+        with np.load(images_path) as data:
+            images = data["images"]
+        return images, json.loads(samples_path.read_text())
+    images, samples = make()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = images_path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, images=images)
+    tmp.replace(images_path)
+    samples_tmp = samples_path.with_suffix(".tmp")
+    samples_tmp.write_text(json.dumps([_jsonable(s) for s in samples]))
+    samples_tmp.replace(samples_path)
+    return images, json.loads(samples_path.read_text())
+
+
+def _jsonable(sample: dict) -> dict:
+    return {**sample, "terms": list(sample["terms"])}
+
+
+def export(directory: Path, images: np.ndarray, samples: list[dict]) -> Path:
+    """Write images as PNG and `index.jsonl` (one line per image: file, caption, question, answer, terms, metadata).
+
+    The layout is an image folder with a JSON-lines index, which Hugging Face `datasets` ("imagefolder" with
+    metadata), pandas and most training scripts read directly.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "index.jsonl", "w") as index:
+        for i, (image, sample) in enumerate(zip(images, samples)):
+            name = f"{i:05d}.png"
+            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(directory / name)
+            record = {"file_name": name, "caption": sample["caption"], "question": sample["question"],
+                      "answer": sample["caption"], "terms": list(sample["terms"]), "located": sample["located"],
+                      "reference": sample["reference"], "metadata": sample.get("metadata")}
+            index.write(json.dumps(record) + "\n")
+    return directory

@@ -1,0 +1,187 @@
+"""The loop's bookkeeping with a tiny stand-in VLM (the real VLMs run in test_main_smoke.py).
+
+The stand-in learns one scalar: its metric rises with every fine-tuning step until a ceiling, so early
+stopping, budgets, rewards, checkpoints and the run directory's rules can be checked quickly and exactly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rls3_jax import checkpoint, run
+from rls3_jax.config import RunConfig, preset
+
+
+class ScalarLearner:
+    name = "scalar"
+    image_size = 16
+
+    def __init__(self, ceiling=0.6, nan_at_step=None):
+        self.ceiling, self.nan_at_step = ceiling, nan_at_step
+
+    def init_state(self, seed):
+        return {"params": {"w": jnp.zeros(())}, "opt": {"m": jnp.zeros(())}, "step": jnp.zeros((), jnp.int32)}
+
+    def evaluate(self, state, images, samples):
+        assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3) and len(images) == len(samples)
+        metric = min(float(state["params"]["w"]), self.ceiling)
+        n = len(samples)
+        return {"metric": metric, "loss": 1 - metric, "reward": (1 - metric) ** 2,
+                "per_sample_reward": np.linspace(0.0, 1.0, n), "per_sample_metric": np.full(n, metric),
+                "per_term": {"above": metric}, "per_complexity": {1: metric}}
+
+    def finetune(self, state, images, samples, k, key):
+        losses = []
+        for _ in range(k):
+            step = int(state["step"]) + 1
+            if self.nan_at_step is not None and step >= self.nan_at_step:
+                raise FloatingPointError(f"fine-tuning loss is nan at step {step}")
+            state = {**state, "params": {"w": state["params"]["w"] + 0.1}, "step": jnp.asarray(step, jnp.int32)}
+            losses.append(1.0 - float(state["params"]["w"]))
+        return state, losses
+
+
+def smoke_config(**changes) -> RunConfig:
+    values = preset("smoke", "clip")
+    values.update(pretrain_steps=0, iterations=3, episodes=2, t0=4, vlm_steps=2, eval_every=1)
+    values.update(changes)
+    return RunConfig(vlm="clip", preset="smoke", **values)
+
+
+@pytest.fixture
+def scalar_learner(monkeypatch):
+    learner = ScalarLearner()
+    monkeypatch.setattr(run, "make_learner", lambda config: learner)
+    return learner
+
+
+def read_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_records_keys_and_cumulative_counts(tmp_path, scalar_learner):
+    records = run.run(smoke_config(), tmp_path / "r")
+    assert read_metrics(tmp_path / "r") == json.loads(json.dumps(records))
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    for key in ("iteration", "generated_samples", "valid_fraction", "mean_extrinsic_reward", "train_loss",
+                "val_metric", "test_metric", "test_per_term", "test_per_complexity",
+                "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"):
+        assert key in records[-1]
+    timing = {k for k in records[-1] if k.endswith("_s")}
+    assert timing == {"generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"}
+    generated = [r["generated_samples"] for r in records]
+    assert generated == sorted(generated) and generated[-1] >= 3 * 2 * 4
+    assert all(r["valid_samples"] >= 2 * 4 * r["iteration"] for r in records)
+    assert records[-1]["test_metric"] == pytest.approx(0.6)  # 3 iterations x 2 steps x 0.1, capped
+    assert [len(r["val_history"]) for r in records[1:]] == [2, 2, 2]  # validation every F=1 of K=2
+    assert (tmp_path / "r" / "tensorboard").is_dir()
+
+
+def test_out_directory_holding_another_run_is_refused_and_untouched(tmp_path, scalar_learner):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's")
+    with pytest.raises(run.RunError, match="already holds files"):
+        run.run(smoke_config(), out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
+    run.run(smoke_config(iterations=1), tmp_path / "r")
+    before = (tmp_path / "r" / "metrics.jsonl").read_text()
+    with pytest.raises(run.RunError, match="seed"):
+        run.run(smoke_config(iterations=1, seed=5), tmp_path / "r", resume=True)
+    with pytest.raises(run.RunError, match="holds no run"):
+        run.run(smoke_config(), tmp_path / "empty", resume=True)
+    assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+
+
+def test_resume_continues_to_the_same_records(tmp_path, scalar_learner):
+    full = run.run(smoke_config(iterations=3), tmp_path / "full")
+    run.run(smoke_config(iterations=1), tmp_path / "part")
+    resumed = run.run(smoke_config(iterations=3), tmp_path / "part", resume=True)
+    strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]
+    assert strip(resumed) == strip(full)
+
+
+def test_early_stopping_for_sac_only(tmp_path, scalar_learner):
+    scalar_learner.ceiling = 0.2  # no improvement after the first iteration
+    records = run.run(smoke_config(iterations=8, patience=2, min_iterations=3), tmp_path / "sac")
+    assert records[-1]["stopped_early"] and records[-1]["iteration"] == 3
+    records = run.run(smoke_config(agent="random", iterations=4, patience=2, min_iterations=3), tmp_path / "rnd")
+    assert records[-1]["iteration"] == 4 and not any(r["stopped_early"] for r in records)
+
+
+def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner):
+    sac = run.run(smoke_config(iterations=2), tmp_path / "sac")
+    budget = sac[-1]["generated_samples"]
+    rnd = run.run(smoke_config(agent="random", iterations=1), tmp_path / "rnd", budget_from=str(tmp_path / "sac"))
+    assert rnd[-1]["generated_samples"] >= budget > rnd[-2]["generated_samples"]
+    with pytest.raises(run.RunError, match="budget-from"):
+        run.run(smoke_config(), tmp_path / "x", budget_from=str(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize("mode", ["batch", "per-sample"])
+def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
+    config = smoke_config(iterations=1, agent="random", reward=mode, beta=10.0)
+    records = run.run(config, tmp_path / "r")
+    tree, _ = checkpoint.load(tmp_path / "r" / "checkpoint")
+    template = run.replay_template(config, 32, 3)
+    buffer = checkpoint.restore_like(template, tree["buffer"])
+    rewards = np.asarray(buffer.data.reward)[: records[-1]["generated_samples"]]
+    patched = rewards[np.abs(np.abs(rewards) - 1.0) > 1e-6]
+    if mode == "batch":
+        # one patch per episode: the last transition gets beta * (1 - metric)^2 = 10 * 1 with w = 0
+        assert len(patched) == config.episodes
+        np.testing.assert_allclose(np.abs(patched - np.sign(patched)), 10.0, atol=1e-5)
+    else:
+        # every valid transition but each episode's first gets beta * linspace(0, 1)[i] > 0
+        assert len(patched) == config.episodes * (config.t0 - 1)
+
+
+def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
+    from rls3_jax import main
+
+    monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner(nan_at_step=3))
+    out = tmp_path / "r"
+    code = main.main(["--vlm", "clip", "--preset", "smoke", "--out", str(out), "--pretrain-steps", "0",
+                      "--iterations", "3", "--vlm-steps", "2", "--t0", "4"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "nan" in err and "\n" not in err
+    assert [r["iteration"] for r in read_metrics(out)] == [0, 1]
+    _, meta = checkpoint.load(out / "checkpoint")
+    assert len(meta["records"]) == 2
+
+
+def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
+    from rls3_jax import main
+
+    for argv, needle in ((["--vlm", "gpt"], "--vlm"), (["--agent", "ppo"], "--agent"), (["--eta", "2"], "--eta"),
+                         (["--weights", str(tmp_path / "missing")], "missing")):
+        assert main.main([*argv, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_report_draws_the_figures_from_several_runs(tmp_path, scalar_learner):
+    from PIL import Image
+
+    from rls3_jax import report
+
+    for seed in (0, 1):
+        run.run(smoke_config(iterations=2, seed=seed), tmp_path / f"sac{seed}")
+        run.run(smoke_config(agent="random", iterations=2, seed=seed), tmp_path / f"rnd{seed}")
+    dirs = [str(tmp_path / n) for n in ("sac0", "sac1", "rnd0", "rnd1")]
+    assert report.main([*dirs, "--out", str(tmp_path / "fig")]) == 0
+    for name in ("fig5_score_vs_data", "fig6_per_term", "fig7_complexity", "fig8_finetune_loss", "fig9_validation"):
+        with Image.open(tmp_path / "fig" / f"{name}.png") as image:
+            assert image.size[0] > 300 and len(np.unique(np.asarray(image.convert("L")))) > 10  # drawn, not blank
+    summary = (tmp_path / "fig" / "summary.md").read_text()
+    assert "| SAC / clip | 2 |" in summary and "| Random / clip | 2 |" in summary
+    assert report.main([str(tmp_path / "nowhere")]) == 2
