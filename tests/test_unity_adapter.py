@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("mlagents_envs")
 
 from rls3_jax.envs import make_env  # noqa: E402
-from rls3_jax.envs.unity import UnityEnvError, UnityIndoorSceneEnv  # noqa: E402
+from rls3_jax.envs.unity import UnityEnv, UnityEnvError, UnityIndoorSceneEnv  # noqa: E402
 from sim import IndoorSceneEnv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_unity_matches_the_simulator_through_the_real_client(players):
         action = np.array([0.3, -0.2, 0.1], np.float32)
         assert_same_step(env.step(action), ref.step(action), "after reseed")
     finally:
-        env.close()
+        env.close_connection()
     out, err = player.communicate(timeout=10)
     assert player.returncode == 0, err
     assert "served 301 steps" in out
@@ -127,7 +127,39 @@ def test_raw_images_and_max_episode_steps(players):
         with pytest.raises(RuntimeError, match="reset"):  # truncated: the episode is over
             env.step(np.zeros(3, np.float32))
     finally:
-        env.close()
+        env.close_connection()
+
+
+def test_environments_in_turn_share_one_connection(players):
+    port = free_port()
+    player = players(port)
+    val = UnityEnv(port=port, split="val", image_size=SIZE, timeout_s=20)
+    try:
+        assert val.reset(seed=1)[1]["metadata"]["split"] == "val"
+        val.step(np.zeros(3, np.float32))
+        val.close()  # the loop closes its fixed-set environment, then opens the training one
+        train = UnityEnv(port=port, split="train", image_size=SIZE, timeout_s=20)
+        ref = IndoorSceneEnv(split="train", image_size=SIZE, render_mode="rgb_array")
+        obs, info = train.reset(seed=2)
+        obs_ref, info_ref = ref.reset(seed=2)
+        np.testing.assert_array_equal(obs, obs_ref)
+        assert info == info_ref
+        np.testing.assert_array_equal(train.render(), ref.render())
+        action = np.array([0.1, 0.2, 0.3], np.float32)
+        assert_same_step(train.step(action), ref.step(action), 0)
+        with pytest.raises(UnityEnvError, match="closed"):
+            val.reset()
+        # The camera keeps the connection's first size; another size is resized here, with a warning.
+        small = UnityEnv(port=port, split="test", image_size=16, timeout_s=20)
+        with pytest.warns(UserWarning, match=r"camera images are \(32, 32\), resizing to \(16, 16\)"):
+            small.reset(seed=3)
+        assert small.render().shape == (16, 16, 3)
+        with pytest.raises(RuntimeError, match="another environment"):
+            train.step(action)  # Unity now plays `small`'s episode
+    finally:
+        val.close_connection()
+    out, err = player.communicate(timeout=10)
+    assert player.returncode == 0 and "served 2 steps" in out, err
 
 
 def test_bad_actions_are_rejected_before_reaching_unity(players):
@@ -142,7 +174,7 @@ def test_bad_actions_are_rejected_before_reaching_unity(players):
             env.step(np.array([0.0, np.nan, 0.0], np.float32))
         assert env.step(np.zeros(3, np.float32))[4]["valid"] in (True, False)  # still in sync
     finally:
-        env.close()
+        env.close_connection()
 
 
 def test_player_killed_mid_episode_gives_a_clean_error(players):
@@ -168,7 +200,7 @@ def test_player_killed_mid_episode_gives_a_clean_error(players):
         with pytest.raises(UnityEnvError, match="closed"):
             env.reset()
     finally:
-        env.close()
+        env.close_connection()
 
 
 def test_hung_player_times_out_within_the_configured_timeout(players):
@@ -184,7 +216,7 @@ def test_hung_player_times_out_within_the_configured_timeout(players):
         assert 1.5 < time.monotonic() - start < 2 + 2
     finally:
         player.send_signal(signal.SIGCONT)
-        env.close()
+        env.close_connection()
 
 
 def test_nobody_connecting_times_out_with_advice():
@@ -236,9 +268,9 @@ def test_launch_mode_starts_the_build_and_closes_it(tmp_path):
         ref.reset(seed=3)
         action = np.array([0.5, 0.0, -0.5], np.float32)
         assert_same_step(env.step(action), ref.step(action), 0)
-        process = env._env._process
+        process = env._conn.env._process
     finally:
-        env.close()
+        env.close_connection()
     assert process.poll() is not None or process.wait(10) == 0
 
 

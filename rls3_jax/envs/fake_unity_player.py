@@ -148,7 +148,15 @@ class FakeUnityPlayer:
         from sim import IndoorSceneEnv  # the simulator stands in for the Unity scene
 
         split = contract.SPLITS[int(self.params[contract.PARAM_SPLIT])]
-        size = (int(self.params[contract.PARAM_IMAGE_HEIGHT]), int(self.params[contract.PARAM_IMAGE_WIDTH]))
+        # Like a Unity camera sensor, the image size is fixed by the first episode: ML-Agents requires every
+        # observation of a connection to keep the shape it was announced with.
+        if self._env_config is None:
+            size = (
+                int(self.params[contract.PARAM_IMAGE_HEIGHT]),
+                int(self.params[contract.PARAM_IMAGE_WIDTH]),
+            )
+        else:
+            size = self._env_config[1]
         if self._env_config != (split, size):
             self._env = IndoorSceneEnv(split=split, image_size=size, render_mode="rgb_array")
             self._env_config = (split, size)

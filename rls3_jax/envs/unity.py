@@ -145,12 +145,39 @@ class _UnityEnvironment(UnityEnvironment):
             super()._close(timeout)
 
 
+class _Connection:
+    """One ML-Agents connection and its side channels, shared by the adapters on the same build/port: the loop
+    opens several environments in turn (fixed sets, pre-training, training) and an editor cannot reconnect."""
+
+    def __init__(self, key):
+        self.key = key
+        self.env = None
+        self.params = EnvironmentParametersChannel()
+        self.metadata = MetadataChannel()
+        self.seed_serial = 0
+        self.behavior: str | None = None
+        self.obs_index = self.image_index = -1
+        self.owner = None  # the adapter whose episode Unity is playing
+
+
+_CONNECTIONS: dict[tuple, _Connection] = {}
+
+
+def close_all() -> None:
+    """Close every open Unity connection of this process."""
+    for conn in list(_CONNECTIONS.values()):
+        env, conn.env = conn.env, None
+        if env is not None:
+            env._close()
+    _CONNECTIONS.clear()
+
+
 class UnityIndoorSceneEnv(gym.Env):
     """`sim.IndoorSceneEnv`'s interface, backed by a Unity build (`build=`) or a running editor/player (`port=`).
 
     Connects in the constructor (launching the build if one is given) and raises `UnityEnvError` with a
     one-line message if Unity cannot be started or reached within `timeout_s`; every later exchange is bounded
-    by the same timeout. `close()` shuts Unity down (a launched build exits).
+    by the same timeout. Environments on the same build/port share one connection (see `close()`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -171,6 +198,7 @@ class UnityIndoorSceneEnv(gym.Env):
         listen_host: str = "localhost",
         additional_args: list[str] | None = None,
         log_folder: str | None = None,
+        seed: int = 0,
     ):
         if split not in SPLITS:
             raise ValueError(f"UnityIndoorSceneEnv: unknown split {split!r}; expected one of {SPLITS}")
@@ -199,25 +227,28 @@ class UnityIndoorSceneEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(N_ACTIONS,), dtype=np.float32)
         self._where = f"Unity build {build!r} on port {self.port}" if build else f"Unity on port {self.port}"
-        self._params = EnvironmentParametersChannel()
-        self._metadata = MetadataChannel()
-        self._seed_serial = 0
-        self._behavior: str | None = None
-        self._obs_index = self._image_index = -1
         self._image: np.ndarray | None = None
         self._warned_resize = False
         self._episode = 0
         self._steps = 0
         self._valid = 0
         self._needs_reset = True
-        self._env = None
-        self._env = self._connect(build, no_graphics, listen_host, additional_args, log_folder)
+        self._closed = False
+        key = (None if build is None else os.path.realpath(_resolve_build(str(build))), self.port)
+        conn = _CONNECTIONS.get(key)
+        if conn is None or conn.env is None:
+            conn = _Connection(key)
+            conn.env = self._connect(conn, build, no_graphics, listen_host, additional_args, log_folder, seed)
+            _CONNECTIONS[key] = conn
+        self._conn = conn
 
     # ---- connection and failures ----
 
-    def _connect(self, build, no_graphics, listen_host, additional_args, log_folder):
+    def _connect(self, conn, build, no_graphics, listen_host, additional_args, log_folder, seed):
         if build is not None:
             build = _resolve_build(str(build))
+        if not 0 <= int(seed) < 2**31:
+            raise ValueError(f"UnityIndoorSceneEnv: seed {seed!r} outside 0..2**31-1 (ML-Agents' int32)")
         try:
             return _UnityEnvironment(
                 file_name=build,
@@ -225,7 +256,8 @@ class UnityIndoorSceneEnv(gym.Env):
                 no_graphics=no_graphics,
                 timeout_wait=max(1, math.ceil(self.timeout_s)),
                 additional_args=list(additional_args or []),
-                side_channels=[self._params, self._metadata],
+                side_channels=[conn.params, conn.metadata],
+                seed=int(seed),
                 log_folder=log_folder,
                 listen_host=listen_host,
                 timeout_s=self.timeout_s,
@@ -265,7 +297,11 @@ class UnityIndoorSceneEnv(gym.Env):
         raise UnityEnvError(f"{self._where} breaks the contract in docs/unity.md: {what}")
 
     def _shutdown(self, timeout=None):
-        env, self._env = self._env, None
+        """Close the connection (shared by every adapter on the same build/port) and forget it."""
+        conn = self._conn
+        env, conn.env = conn.env, None
+        if _CONNECTIONS.get(conn.key) is conn:
+            del _CONNECTIONS[conn.key]
         if env is not None:
             try:
                 env._close(timeout)
@@ -273,9 +309,9 @@ class UnityIndoorSceneEnv(gym.Env):
                 pass
 
     def _live_env(self):
-        if self._env is None:
+        if self._closed or self._conn.env is None:
             raise UnityEnvError(f"{self._where}: the connection is closed; create a new environment")
-        return self._env
+        return self._conn.env
 
     # ---- gymnasium API ----
 
@@ -287,24 +323,24 @@ class UnityIndoorSceneEnv(gym.Env):
             scene = int(options["scene"])
             if scene < 0:
                 raise ValueError(f"UnityIndoorSceneEnv.reset: options['scene']={scene} must be >= 0")
-        self._params.set_float_parameter(PARAM_SPLIT, float(SPLITS.index(self.split)))
-        self._params.set_float_parameter(PARAM_IMAGE_HEIGHT, float(self.image_shape[0]))
-        self._params.set_float_parameter(PARAM_IMAGE_WIDTH, float(self.image_shape[1]))
-        self._params.set_float_parameter(PARAM_SCENE, float(scene))
+        self._conn.params.set_float_parameter(PARAM_SPLIT, float(SPLITS.index(self.split)))
+        self._conn.params.set_float_parameter(PARAM_IMAGE_HEIGHT, float(self.image_shape[0]))
+        self._conn.params.set_float_parameter(PARAM_IMAGE_WIDTH, float(self.image_shape[1]))
+        self._conn.params.set_float_parameter(PARAM_SCENE, float(scene))
         if seed is not None:
             seed = int(seed)
             if not 0 <= seed <= MAX_SEED:
                 raise ValueError(f"UnityIndoorSceneEnv.reset: seed {seed} outside 0..{MAX_SEED}")
-            self._seed_serial += 1
-            self._params.set_float_parameter(PARAM_SEED_LOW, float(seed & 0xFFFF))
-            self._params.set_float_parameter(PARAM_SEED_HIGH, float(seed >> 16))
-            self._params.set_float_parameter(PARAM_SEED_SERIAL, float(self._seed_serial))
-        self._metadata.take()
+            self._conn.seed_serial += 1
+            self._conn.params.set_float_parameter(PARAM_SEED_LOW, float(seed & 0xFFFF))
+            self._conn.params.set_float_parameter(PARAM_SEED_HIGH, float(seed >> 16))
+            self._conn.params.set_float_parameter(PARAM_SEED_SERIAL, float(self._conn.seed_serial))
+        self._conn.metadata.take()
         try:
             env.reset()
         except UnityException as e:
             self._fail(f"reset (episode {self._episode + 1})", e)
-        if self._behavior is None:
+        if self._conn.behavior is None:
             self._bind_behavior()
         self._episode += 1
         self._steps = 0
@@ -312,11 +348,15 @@ class UnityIndoorSceneEnv(gym.Env):
         obs, _, _, _ = self._read_agent("reset")
         message = self._one_message("reset")
         self._needs_reset = False
+        self._conn.owner = self
         return obs, {"metadata": message["metadata"]}
 
     def step(self, action):
-        if self._needs_reset:
-            raise RuntimeError("UnityIndoorSceneEnv.step: call reset() first (and after each episode end)")
+        if self._needs_reset or self._conn.owner is not self:
+            raise RuntimeError(
+                "UnityIndoorSceneEnv.step: call reset() first (after each episode end, and after another "
+                "environment on the same Unity connection was reset)"
+            )
         action = np.asarray(action, dtype=np.float32)
         if action.shape != (N_ACTIONS,):
             raise ValueError(
@@ -327,7 +367,7 @@ class UnityIndoorSceneEnv(gym.Env):
         env = self._live_env()
         during = f"step {self._steps + 1} of episode {self._episode}"
         try:
-            env.set_actions(self._behavior, ActionTuple(continuous=action[None, :]))
+            env.set_actions(self._conn.behavior, ActionTuple(continuous=action[None, :]))
             env.step()
         except UnityException as e:
             self._fail(during, e)
@@ -358,12 +398,20 @@ class UnityIndoorSceneEnv(gym.Env):
         return self._image.copy()
 
     def close(self):
-        self._shutdown()
+        """Release this environment. The connection stays open for the next environment on the same build/port
+        (a Unity editor cannot reconnect by itself); it closes with `close_connection()` or at exit."""
+        self._closed = True
+
+    def close_connection(self):
+        """Close the connection to Unity now (a launched build exits; an editor leaves Play mode's training)."""
+        self._closed = True
+        if self._conn.env is not None:
+            self._shutdown()
 
     # ---- reading Unity's answer ----
 
     def _bind_behavior(self):
-        env = self._env
+        env = self._conn.env
         names = [n for n in env.behavior_specs if n.split("?")[0] == self.behavior_name]
         if len(names) != 1:
             self._contract(
@@ -384,10 +432,10 @@ class UnityIndoorSceneEnv(gym.Env):
                 f"behaviour {names[0]!r} must observe one vector of {OBS_SIZE} floats and one RGB camera, "
                 f"has observation shapes {shapes}"
             )
-        self._behavior, self._obs_index, self._image_index = names[0], vec[0], img[0]
+        self._conn.behavior, self._conn.obs_index, self._conn.image_index = names[0], vec[0], img[0]
 
     def _read_agent(self, during: str):
-        decision, terminal = self._env.get_steps(self._behavior)
+        decision, terminal = self._conn.env.get_steps(self._conn.behavior)
         if len(terminal) > 0:
             steps, done, interrupted = terminal, True, bool(terminal.interrupted[0])
         elif len(decision) == 1:
@@ -397,10 +445,10 @@ class UnityIndoorSceneEnv(gym.Env):
                 f"{during}: expected one agent requesting a decision, got {len(decision)} (the agent must call "
                 f"RequestDecision() after every action and after OnEpisodeBegin)"
             )
-        obs = np.asarray(steps.obs[self._obs_index][0], dtype=np.float32)
+        obs = np.asarray(steps.obs[self._conn.obs_index][0], dtype=np.float32)
         if not np.all(np.isfinite(obs)):
             self._contract(f"{during}: non-finite observation")
-        self._image = self._to_uint8_image(steps.obs[self._image_index][0])
+        self._image = self._to_uint8_image(steps.obs[self._conn.image_index][0])
         return obs, float(steps.reward[0]), done, interrupted
 
     def _to_uint8_image(self, image: np.ndarray) -> np.ndarray:
@@ -423,7 +471,7 @@ class UnityIndoorSceneEnv(gym.Env):
 
     def _one_message(self, during: str) -> dict:
         try:
-            messages = self._metadata.take()
+            messages = self._conn.metadata.take()
         except ValueError as e:
             self._contract(f"{during}: {e}")
         if len(messages) != 1:
@@ -436,6 +484,28 @@ class UnityIndoorSceneEnv(gym.Env):
         if message["step"] != expected_step:
             self._contract(f"{during}: metadata is for step {message['step']}, expected {expected_step}")
         return message
+
+
+def UnityEnv(
+    build_path: str | None = None,
+    port: int | None = None,
+    split: str = "train",
+    image_size=224,
+    timeout_s: float = 60.0,
+    seed: int = 0,
+    **options,
+) -> UnityIndoorSceneEnv:
+    """The loop's constructor: a build to launch (`--unity-build`) or a port to attach to (`--unity-port`)."""
+    options.setdefault("render_mode", "rgb_array")
+    return UnityIndoorSceneEnv(
+        split=split,
+        image_size=image_size,
+        build=build_path,
+        port=port,
+        timeout_s=timeout_s,
+        seed=seed,
+        **options,
+    )
 
 
 def _resolve_build(build: str) -> str:
