@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import struct
 import sys
 import uuid
@@ -57,11 +58,13 @@ class FakeUnityPlayer:
         png: bool = True,
         behavior_name: str = contract.BEHAVIOR_NAME,
         connect_timeout_s: float = 60.0,
+        crash_after_steps: int | None = None,
     ):
         self.address = f"{host}:{int(port)}"
         self.png = png
         self.full_name = f"{behavior_name}?team=0"  # how ML-Agents names a behaviour on the wire
         self.connect_timeout_s = connect_timeout_s
+        self.crash_after_steps = crash_after_steps
         self.params = {
             contract.PARAM_SPLIT: float(contract.SPLITS.index(split)),
             contract.PARAM_IMAGE_HEIGHT: float(contract.image_shape(image_size)[0]),
@@ -174,6 +177,8 @@ class FakeUnityPlayer:
         return self._output(obs, 0.0, message)
 
     def _act(self, action: np.ndarray) -> UnityOutputProto:
+        if self.crash_after_steps is not None and self.steps_served >= self.crash_after_steps:
+            os._exit(70)  # a crash in the middle of a step: no answer, no farewell
         obs, reward, _, _, info = self._env.step(
             action
         )  # episode ends are Python's to decide (docs/unity.md)
@@ -252,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         "--raw-images", action="store_true", help="send uncompressed float images instead of PNG"
     )
     parser.add_argument("--connect-timeout", type=float, default=60.0, help="seconds to wait for the run")
+    parser.add_argument(
+        "--crash-after-steps", type=int, default=None, help="die mid-step after N steps (testing)"
+    )
     # Unity players get -batchmode, -logFile ... from a launching run: accept and ignore them like a build would.
     args, _ = parser.parse_known_args(argv)
     player = FakeUnityPlayer(
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         png=not args.raw_images,
         connect_timeout_s=args.connect_timeout,
+        crash_after_steps=args.crash_after_steps,
     )
     try:
         steps = player.run()

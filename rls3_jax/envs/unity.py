@@ -66,7 +66,7 @@ MAX_SEED = 2**32 - 1
 _DISCONNECTED = 499  # header status the servicer hands Python when the Unity client went away
 
 
-class UnityEnvError(RuntimeError):
+class UnityEnvError(ConnectionError):
     """Unity could not be started, reached, or kept: the message names the build/port and what to do."""
 
 
