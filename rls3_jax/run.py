@@ -153,7 +153,7 @@ def replay_template(config: RunConfig, obs_dim: int, act_dim: int):
     return replay.init(_sac_config(config).buffer_size, obs_dim, act_dim)
 
 
-def _initial_agent(config: RunConfig, obs_dim: int, act_dim: int):
+def _initial_agent(config: RunConfig, obs_dim: int, act_dim: int, image_size: int):
     """The agent the loop starts from: loaded (--agent-from), pretrained on the intrinsic reward, or fresh.
 
     Returns (state, buffer, valid fraction over the last 1,000 pretraining steps or None).
@@ -179,7 +179,7 @@ def _initial_agent(config: RunConfig, obs_dim: int, act_dim: int):
         env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train"), seed=config.seed)
         state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
     else:
-        env = make_env(config, "train", 32)
+        env = make_env(config, "train", image_size)  # a Unity connection keeps its first image size
         try:
             state, buffer, valid = pretrain.run_python(env, agent, state, buffer, config.pretrain_steps, config.seed)
         finally:
@@ -305,7 +305,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
     else:
         vlm_state = template_vlm
         started = time.perf_counter()
-        agent_state, buffer, pretrain_valid = _initial_agent(config, obs_dim, act_dim)
+        agent_state, buffer, pretrain_valid = _initial_agent(config, obs_dim, act_dim, learner.image_size)
         pretrain_s = time.perf_counter() - started
         started = time.perf_counter()
         val0 = learner.evaluate(vlm_state, val_images, val_samples)
@@ -428,6 +428,10 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         progress.close()
         writer.close()
         env.close()
+        if config.env == "unity":
+            from rls3_jax.envs.unity import close_all
+
+            close_all()  # environments of one run share a connection; release Unity at the end
     return records
 
 

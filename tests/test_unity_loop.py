@@ -45,7 +45,7 @@ def test_smoke_run_through_unity(tmp_path, players, scalar_learner):
     argv = [
         *SMOKE,
         "--pretrain-steps",
-        "0",
+        "20",
         "--env",
         "unity",
         "--unity-port",
