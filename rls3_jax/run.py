@@ -81,16 +81,16 @@ def _budget(budget_from: str | None) -> int:
 
 
 def make_learner(config: RunConfig):
-    kwargs = {"seed": config.seed, "batch_size": config.vlm_batch_size}
-    if config.learning_rate > 0:
-        kwargs["learning_rate"] = config.learning_rate
+    learning_rate = config.learning_rate if config.learning_rate > 0 else None
     if config.vlm == "paligemma":
         from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
 
-        return PaliGemmaLearner.create(config.weights, **kwargs)
+        return PaliGemmaLearner.create(config.weights, seed=config.seed, learning_rate=learning_rate,
+                                       train_batch_size=config.vlm_batch_size)
     from rls3_jax.vlm.clip_learner import ClipLearner
 
-    return ClipLearner.create(config.weights, negclip=config.vlm == "negclip", **kwargs)
+    return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",
+                              learning_rate=learning_rate, batch_size=config.vlm_batch_size)
 
 
 def make_env(config: RunConfig, split: str, image_size: int):
