@@ -59,11 +59,16 @@ def _cylinder_hit(origin, dirs, center, half, taper=1.0):
     disc = b * b - 4.0 * a * c
     with np.errstate(invalid="ignore", divide="ignore"):
         root = np.sqrt(disc)
-        t_side = _MISS
-        for ts in ((-b - root) / (2.0 * a), (-b + root) / (2.0 * a)):
+        if k == 0.0:  # straight cylinder: the nearer root is the visible side
+            ts = (-b - root) / (2.0 * a)
             ys = oy + ts * dy
-            ok = (disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3) & (r0 + k * ys >= 0)
-            t_side = np.where(ok & (ts < t_side), ts, t_side)
+            t_side = np.where((disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3), ts, _MISS)
+        else:
+            t_side = _MISS
+            for ts in ((-b - root) / (2.0 * a), (-b + root) / (2.0 * a)):
+                ys = oy + ts * dy
+                ok = (disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3) & (r0 + k * ys >= 0)
+                t_side = np.where(ok & (ts < t_side), ts, t_side)
         cap_y = hh if oy > hh else -hh  # the cap facing the camera
         cap_r = rt if cap_y > 0 else rb
         tc = (cap_y - oy) / dy
@@ -74,8 +79,13 @@ def _cylinder_hit(origin, dirs, center, half, taper=1.0):
     t = np.minimum(t_cap, t_side)
     with np.errstate(invalid="ignore"):
         xs, zs = ox + t_side * dx, oz + t_side * dz
-        ny = -k * (r0 + k * (oy + t_side * dy))
-        ndotl_side = (xs * LIGHT[0] + ny * LIGHT[1] + zs * LIGHT[2]) / np.sqrt(xs * xs + ny * ny + zs * zs)
+        if k == 0.0:
+            ndotl_side = (xs * LIGHT[0] + zs * LIGHT[2]) / rb
+        else:
+            ny = -k * (r0 + k * (oy + t_side * dy))
+            ndotl_side = (xs * LIGHT[0] + ny * LIGHT[1] + zs * LIGHT[2]) / np.sqrt(
+                xs * xs + ny * ny + zs * zs
+            )
     ndotl_cap = np.float32(LIGHT[1] if cap_y > 0 else -LIGHT[1])
     return t, np.where(use_cap, ndotl_cap, ndotl_side)
 
@@ -192,17 +202,17 @@ class View:
             return
         r0, r1, c0, c1 = box
         dirs = self.dirs[r0:r1, c0:c1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (y - self.origin[1]) / dirs[..., 1]
-        px = self.origin[0] + t * dirs[..., 0] - position[0]
-        pz = self.origin[2] + t * dirs[..., 2] - position[2]
-        r = np.maximum(np.abs(px) / hx, np.abs(pz) / hz)  # 1 on the footprint's outline
-        strength = 0.45 * np.clip((grow - r) / (grow - 0.8), 0.0, 1.0)
-        sub_depth = depth[r0:r1, c0:c1]
-        on = (strength > 0) & (t > 0) & (np.abs(t - sub_depth) < 0.01 * t)  # that surface is what is seen
+        t = (y - self._o[1]) * self.inv[r0:r1, c0:c1, 1]
+        px = np.abs((self._o[0] - position[0]) + t * dirs[..., 0]) * (1.0 / hx)
+        pz = np.abs((self._o[2] - position[2]) + t * dirs[..., 2]) * (1.0 / hz)
+        r = np.maximum(px, pz)  # 1 on the footprint's outline
+        on = (
+            (r < grow) & (t > 0) & (np.abs(t - depth[r0:r1, c0:c1]) < 0.01 * t)
+        )  # that surface is what is seen
         if on.any():
+            strength = np.minimum(0.45, 0.45 * (grow - r[on]) / (grow - 0.8))
             sub = colour[r0:r1, c0:c1]
-            sub[on] = (sub[on] * (1.0 - strength[on])[:, None]).astype(np.uint8)
+            sub[on] = (sub[on] * (1.0 - strength)[:, None]).astype(np.uint8)
 
     def render(self, objects) -> np.ndarray:
         """uint8 [H, W, 3] image with `objects` = [(ObjectSpec or catalogue index, centre (x, y, z)), ...]."""
