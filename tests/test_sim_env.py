@@ -238,6 +238,8 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="valid_per_episode"):
         sim.IndoorSceneEnv(valid_per_episode=0)
     env = sim.IndoorSceneEnv()
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(np.zeros(3, np.float32))
     env.reset(seed=0)
     with pytest.raises(ValueError, match="non-finite"):
         env.step(np.array([np.nan, 0, 0], np.float32))
