@@ -232,6 +232,9 @@ class IndoorSceneEnv(gym.Env):
             a0, a1, a2 = (float(v) for v in action)
         if not (math.isfinite(a0) and math.isfinite(a1) and math.isfinite(a2)):
             raise ValueError(f"IndoorSceneEnv.step: non-finite action {(a0, a1, a2)}")
+        rng = self._rng
+        if rng is None:
+            raise RuntimeError("IndoorSceneEnv.step called before reset()")
         k = self._k
         valid, new, s = geometry.move_scalar(
             self._surface_tuples[self._scene_slot],
@@ -244,7 +247,6 @@ class IndoorSceneEnv(gym.Env):
             self.scene.move_scale,
         )
         self._steps += 1
-        rng = self._rng
         if valid:
             self._pos[k] = list(new)
             self._surf[k] = s

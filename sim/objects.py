@@ -2,8 +2,8 @@
 
 Every object is an axis-aligned union of primitives placed relative to the object's centre, which is the centre
 of its axis-aligned bounding box; the box's half-size (`half`) is what the feasibility rules use. Primitives:
-"box" (half-size hx, hy, hz), "cylinder" (vertical axis; half = radius, half height, radius) and "ellipsoid"
-(semi-axes). Sizes are in metres, about 1.5x real size so that objects stay legible in small images.
+"box" (half-size hx, hy, hz), "cylinder" (vertical axis; half = radius, half height, radius; `taper` < 1 narrows
+its top into a frustum) and "ellipsoid" (semi-axes). Sizes are in metres, about 1.5x real size so that objects stay legible in small images.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class Primitive:
     offset: tuple[float, float, float]  # centre relative to the object's centre
     half: tuple[float, float, float]
     colour: tuple[float, float, float]  # linear RGB in [0, 1]
+    taper: float = 1.0  # cylinders only: top radius / bottom radius (< 1: a frustum)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ OBJECTS: tuple[ObjectSpec, ...] = (
         "lamp",
         ("cylinder", (0.0, -0.27, 0.0), (0.10, 0.02, 0.10), (0.45, 0.30, 0.12)),  # base
         ("cylinder", (0.0, -0.10, 0.0), (0.018, 0.16, 0.018), (0.45, 0.30, 0.12)),  # stem
-        ("cylinder", (0.0, 0.17, 0.0), (0.14, 0.12, 0.14), (1.00, 0.55, 0.15)),  # orange shade
+        ("cylinder", (0.0, 0.17, 0.0), (0.14, 0.12, 0.14), (1.00, 0.55, 0.15), 0.55),  # orange shade
     ),
     _obj(
         "toaster",

@@ -44,29 +44,48 @@ def _box_hit(origin, dirs, inv, center, half):
     return np.where(hit, tmin, _MISS), ndotl
 
 
-def _cylinder_hit(origin, dirs, center, half):
-    """Ray / vertical cylinder (radius half[0], half height half[1]) with both caps."""
-    r, hh = half[0], half[1]
+def _cylinder_hit(origin, dirs, center, half, taper=1.0):
+    """Ray / vertical cylinder (radius half[0], half height half[1]) with both caps; taper < 1 narrows the top
+    to taper * radius (a frustum, e.g. a lamp shade)."""
+    rb, hh = half[0], half[1]
+    rt = rb * taper
+    r0, k = 0.5 * (rb + rt), (rt - rb) / (2.0 * hh)  # radius at height y: r0 + k * y
     ox, oy, oz = (origin[i] - center[i] for i in range(3))
     dx, dy, dz = dirs[..., 0], dirs[..., 1], dirs[..., 2]
-    a = dx * dx + dz * dz
-    b = 2.0 * (ox * dx + oz * dz)
-    c = ox * ox + oz * oz - r * r
+    ro = r0 + k * oy
+    a = dx * dx + dz * dz - k * k * dy * dy
+    b = 2.0 * (ox * dx + oz * dz - k * ro * dy)
+    c = ox * ox + oz * oz - ro * ro
     disc = b * b - 4.0 * a * c
     with np.errstate(invalid="ignore", divide="ignore"):
-        ts = (-b - np.sqrt(disc)) / (2.0 * a)
-        ys = oy + ts * dy
-        side = (disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3)
-        t_side = np.where(side, ts, _MISS)
+        root = np.sqrt(disc)
+        if k == 0.0:  # straight cylinder: the nearer root is the visible side
+            ts = (-b - root) / (2.0 * a)
+            ys = oy + ts * dy
+            t_side = np.where((disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3), ts, _MISS)
+        else:
+            t_side = _MISS
+            for ts in ((-b - root) / (2.0 * a), (-b + root) / (2.0 * a)):
+                ys = oy + ts * dy
+                ok = (disc >= 0) & (np.abs(ys) <= hh) & (ts > 1e-3) & (r0 + k * ys >= 0)
+                t_side = np.where(ok & (ts < t_side), ts, t_side)
         cap_y = hh if oy > hh else -hh  # the cap facing the camera
+        cap_r = rt if cap_y > 0 else rb
         tc = (cap_y - oy) / dy
         px, pz = ox + tc * dx, oz + tc * dz
-        cap = (px * px + pz * pz <= r * r) & (tc > 1e-3)
+        cap = (px * px + pz * pz <= cap_r * cap_r) & (tc > 1e-3)
     t_cap = np.where(cap, tc, _MISS)
     use_cap = t_cap < t_side
     t = np.minimum(t_cap, t_side)
-    xs, zs = (ox + ts * dx) / r, (oz + ts * dz) / r
-    ndotl_side = xs * LIGHT[0] + zs * LIGHT[2]
+    with np.errstate(invalid="ignore"):
+        xs, zs = ox + t_side * dx, oz + t_side * dz
+        if k == 0.0:
+            ndotl_side = (xs * LIGHT[0] + zs * LIGHT[2]) / rb
+        else:
+            ny = -k * (r0 + k * (oy + t_side * dy))
+            ndotl_side = (xs * LIGHT[0] + ny * LIGHT[1] + zs * LIGHT[2]) / np.sqrt(
+                xs * xs + ny * ny + zs * zs
+            )
     ndotl_cap = np.float32(LIGHT[1] if cap_y > 0 else -LIGHT[1])
     return t, np.where(use_cap, ndotl_cap, ndotl_side)
 
@@ -183,17 +202,17 @@ class View:
             return
         r0, r1, c0, c1 = box
         dirs = self.dirs[r0:r1, c0:c1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (y - self.origin[1]) / dirs[..., 1]
-        px = self.origin[0] + t * dirs[..., 0] - position[0]
-        pz = self.origin[2] + t * dirs[..., 2] - position[2]
-        r = np.maximum(np.abs(px) / hx, np.abs(pz) / hz)  # 1 on the footprint's outline
-        strength = 0.45 * np.clip((grow - r) / (grow - 0.8), 0.0, 1.0)
-        sub_depth = depth[r0:r1, c0:c1]
-        on = (strength > 0) & (t > 0) & (np.abs(t - sub_depth) < 0.01 * t)  # that surface is what is seen
+        t = (y - self._o[1]) * self.inv[r0:r1, c0:c1, 1]
+        px = np.abs((self._o[0] - position[0]) + t * dirs[..., 0]) * (1.0 / hx)
+        pz = np.abs((self._o[2] - position[2]) + t * dirs[..., 2]) * (1.0 / hz)
+        r = np.maximum(px, pz)  # 1 on the footprint's outline
+        on = (
+            (r < grow) & (t > 0) & (np.abs(t - depth[r0:r1, c0:c1]) < 0.01 * t)
+        )  # that surface is what is seen
         if on.any():
+            strength = np.minimum(0.45, 0.45 * (grow - r[on]) / (grow - 0.8))
             sub = colour[r0:r1, c0:c1]
-            sub[on] = (sub[on] * (1.0 - strength[on])[:, None]).astype(np.uint8)
+            sub[on] = (sub[on] * (1.0 - strength)[:, None]).astype(np.uint8)
 
     def render(self, objects) -> np.ndarray:
         """uint8 [H, W, 3] image with `objects` = [(ObjectSpec or catalogue index, centre (x, y, z)), ...]."""
@@ -213,7 +232,7 @@ class View:
                 if prim.kind == "box":
                     t, nl = _box_hit(self.origin, dirs, self.inv[r0:r1, c0:c1], center, prim.half)
                 elif prim.kind == "cylinder":
-                    t, nl = _cylinder_hit(self.origin, dirs, center, prim.half)
+                    t, nl = _cylinder_hit(self.origin, dirs, center, prim.half, prim.taper)
                 elif prim.kind == "ellipsoid":
                     t, nl = _ellipsoid_hit(self.origin, dirs, center, prim.half)
                 else:

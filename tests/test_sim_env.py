@@ -107,7 +107,8 @@ def test_observation_layout():
 
 
 def test_array_observation_matches_env():
-    jnp = pytest.importorskip("jax").numpy
+    jax = pytest.importorskip("jax")
+    observe = jax.jit(lambda g, k: geometry.observation(g, k, xp=jax.numpy))
     env = sim.IndoorSceneEnv(split="train", max_episode_steps=30)
     obs, _ = env.reset(seed=9)
     rng = np.random.default_rng(9)
@@ -115,9 +116,7 @@ def test_array_observation_matches_env():
         geo = env.geometry_state()
         np.testing.assert_allclose(geometry.observation(geo, geo["selected"]), obs, rtol=1e-6, atol=1e-7)
         if i % 40 == 0:
-            jax_obs = geometry.observation(
-                {k: jnp.asarray(v) for k, v in geo.items()}, geo["selected"], xp=jnp
-            )
+            jax_obs = observe(geo, geo["selected"])
             np.testing.assert_allclose(np.asarray(jax_obs), obs, rtol=1e-5, atol=1e-6)
         obs, _, _, trunc, _ = env.step(rng.uniform(-1, 1, 3))
         if trunc:
@@ -239,6 +238,8 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="valid_per_episode"):
         sim.IndoorSceneEnv(valid_per_episode=0)
     env = sim.IndoorSceneEnv()
+    with pytest.raises(RuntimeError, match="before reset"):
+        env.step(np.zeros(3, np.float32))
     env.reset(seed=0)
     with pytest.raises(ValueError, match="non-finite"):
         env.step(np.array([np.nan, 0, 0], np.float32))
