@@ -100,10 +100,10 @@ _DEFAULT = {
 }
 _SMOKE = {
     "paligemma": dict(iterations=2, episodes=2, t0=8, eta=0.5, vlm_steps=4, eval_every=2, beta=10.0,
-                      pretrain_steps=300, patience=1, min_iterations=1, val_frames=8, test_frames=8,
+                      pretrain_steps=300, patience=1, min_iterations=2, val_frames=8, test_frames=8,
                       vlm_batch_size=4),
     "clip": dict(iterations=2, episodes=2, t0=8, eta=0.5, vlm_steps=2, eval_every=1, beta=10.0,
-                 pretrain_steps=300, patience=1, min_iterations=1, val_frames=8, test_frames=8,
+                 pretrain_steps=300, patience=1, min_iterations=2, val_frames=8, test_frames=8,
                  vlm_batch_size=4),
 }
 PRESET_VALUES = {"paper": _PAPER, "default": _DEFAULT, "smoke": _SMOKE}
