@@ -7,8 +7,10 @@ error on stderr and exit code 2, before anything in --out is touched.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 from rls3_jax.config import AGENTS, ENVS, PRESETS, REWARD_MODES, VLMS, RunConfig, preset
 
@@ -87,8 +89,19 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+def enable_compilation_cache() -> None:
+    """Keep XLA's compiled programs on disk so a second run (or a resumed one) skips most compile time."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None and os.environ.get("RLS3_JAX_NO_CACHE") is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rls3_jax" / "xla"
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     from rls3_jax.run import RunError, run  # after parsing, so --help stays instant
 
     try:
