@@ -443,4 +443,4 @@ def init_params(config: PaliGemmaConfig, seed: int = 0):
     c = config
     ids = jnp.zeros((1, c.num_image_tokens + 2), jnp.int32).at[:, : c.num_image_tokens].set(c.image_token_index)
     pixels = jnp.zeros((1, c.vision.num_channels, c.vision.image_size, c.vision.image_size), jnp.float32)
-    return model, model.init(jax.random.key(seed), ids, pixels)["params"]
+    return model, jax.jit(model.init)(jax.random.key(seed), ids, pixels)["params"]

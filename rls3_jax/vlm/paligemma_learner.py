@@ -25,7 +25,14 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from rls3_jax.scoring import paligemma_reward, rubric_score
 from rls3_jax.vlm import decode as decoding
 from rls3_jax.vlm import paligemma_train
-from rls3_jax.vlm.paligemma import PaliGemma, PaliGemmaConfig, TextConfig, VisionConfig, from_pretrained, init_params
+from rls3_jax.vlm.paligemma import (
+    PaliGemma,
+    PaliGemmaConfig,
+    TextConfig,
+    VisionConfig,
+    from_pretrained,
+    init_params,
+)
 from rls3_jax.vlm.paligemma_inputs import (
     HFPrompts,
     ImageSpec,
