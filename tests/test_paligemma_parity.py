@@ -249,3 +249,67 @@ def test_weights_round_trip_through_transformers_layout(checkpoint):
     theirs = {paligemma_weights.canonical_key(k): v.detach().numpy() for k, v in torch_model.state_dict().items()}
     for key, value in ours.items():
         np.testing.assert_array_equal(value, theirs[paligemma_weights.canonical_key(key)])
+
+
+def _to_big_vision_npz(torch_model, path):
+    """Write the model in big_vision's .npz layout (the facts of transformers' conversion script, inverted)."""
+    sd = {paligemma_weights.canonical_key(k): v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    vc, tc = torch_model.config.vision_config, torch_model.config.text_config
+    d, h, kv, hd = tc.hidden_size, tc.num_attention_heads, tc.num_key_value_heads, tc.head_dim
+    vh = vc.num_attention_heads
+    stack = lambda fmt, n, f=lambda x: x: np.stack([f(sd[fmt.format(i)]) for i in range(n)])
+    vl, tl = vc.num_hidden_layers, tc.num_hidden_layers
+    enc = "vision_tower.encoder.layers.{}."
+    out = {
+        "img/embedding/kernel": sd["vision_tower.embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0),
+        "img/embedding/bias": sd["vision_tower.embeddings.patch_embedding.bias"],
+        "img/pos_embedding": sd["vision_tower.embeddings.position_embedding.weight"][None],
+        "img/Transformer/encoder_norm/scale": sd["vision_tower.post_layernorm.weight"],
+        "img/Transformer/encoder_norm/bias": sd["vision_tower.post_layernorm.bias"],
+        "img/head/kernel": sd["multi_modal_projector.linear.weight"].T,
+        "img/head/bias": sd["multi_modal_projector.linear.bias"],
+        "llm/embedder/input_embedding": sd["language_model.embed_tokens.weight"],
+        "llm/final_norm/scale": sd["language_model.norm.weight"],
+    }
+    block = "img/Transformer/encoderblock/"
+    for ours, theirs in (("layer_norm1", "LayerNorm_0"), ("layer_norm2", "LayerNorm_1")):
+        out[block + theirs + "/scale"] = stack(enc + ours + ".weight", vl)
+        out[block + theirs + "/bias"] = stack(enc + ours + ".bias", vl)
+    for ours, theirs in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
+        out[block + f"MlpBlock_0/{theirs}/kernel"] = stack(enc + f"mlp.{ours}.weight", vl, lambda w: w.T)
+        out[block + f"MlpBlock_0/{theirs}/bias"] = stack(enc + f"mlp.{ours}.bias", vl)
+    vd = vc.hidden_size
+    for ours, theirs in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
+        out[block + f"MultiHeadDotProductAttention_0/{theirs}/kernel"] = stack(enc + f"self_attn.{ours}.weight", vl, lambda w: w.T.reshape(vd, vh, -1))
+        out[block + f"MultiHeadDotProductAttention_0/{theirs}/bias"] = stack(enc + f"self_attn.{ours}.bias", vl, lambda b: b.reshape(vh, -1))
+    out[block + "MultiHeadDotProductAttention_0/out/kernel"] = stack(enc + "self_attn.out_proj.weight", vl, lambda w: w.T.reshape(vh, -1, vd))
+    out[block + "MultiHeadDotProductAttention_0/out/bias"] = stack(enc + "self_attn.out_proj.bias", vl)
+    lay = "language_model.layers.{}."
+    out["llm/layers/attn/q_einsum/w"] = stack(lay + "self_attn.q_proj.weight", tl, lambda w: w.reshape(h, hd, d).transpose(0, 2, 1))
+    kv_w = lambda name: stack(lay + f"self_attn.{name}.weight", tl, lambda w: w.reshape(kv, hd, d).transpose(0, 2, 1))
+    out["llm/layers/attn/kv_einsum/w"] = np.stack([kv_w("k_proj"), kv_w("v_proj")], axis=1)
+    out["llm/layers/attn/attn_vec_einsum/w"] = stack(lay + "self_attn.o_proj.weight", tl, lambda w: w.T.reshape(h, hd, d))
+    out["llm/layers/mlp/gating_einsum"] = np.stack(
+        [stack(lay + "mlp.gate_proj.weight", tl, lambda w: w.T), stack(lay + "mlp.up_proj.weight", tl, lambda w: w.T)], axis=1
+    )
+    out["llm/layers/mlp/linear"] = stack(lay + "mlp.down_proj.weight", tl, lambda w: w.T)
+    out["llm/layers/pre_attention_norm/scale"] = stack(lay + "input_layernorm.weight", tl)
+    out["llm/layers/pre_ffw_norm/scale"] = stack(lay + "post_attention_layernorm.weight", tl)
+    np.savez(path, **{"params/" + k: v for k, v in out.items()})
+
+
+def test_big_vision_npz_gives_the_same_logits(checkpoint, tmp_path):
+    name, directory, torch_model, processor = checkpoint
+    _to_big_vision_npz(torch_model, tmp_path / "paligemma.npz")
+    model, params = paligemma.from_pretrained(tmp_path / "paligemma.npz")
+    assert model.config.vision.image_size == CONFIGS[name]["vision"]["image_size"]
+    inputs = processor(text=["Where is the cup?"], images=_images(1, 40), suffix=["Left."], return_tensors="pt")
+    with torch.no_grad():
+        expected = torch_model(**{k: v for k, v in inputs.items() if k != "labels"}).logits.numpy()
+    ids = inputs["input_ids"].numpy()
+    ids = np.where(ids == processor.image_token_id, model.config.image_token_index, ids)  # big_vision: no image token
+    ours = model.apply(
+        {"params": params}, input_ids=jnp.asarray(ids), pixel_values=jnp.asarray(inputs["pixel_values"].numpy()),
+        token_type_ids=jnp.asarray(inputs["token_type_ids"].numpy()),
+    ).logits
+    assert np.abs(np.asarray(ours) - expected).max() <= 1e-4

@@ -279,7 +279,7 @@ class PaliGemmaLearner:
         losses = []
         for step_key in jax.random.split(key, k):
             idx = jax.random.randint(step_key, (self.train_batch_size,), 0, n)
-            minibatch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
+            minibatch = jax.tree.map(lambda x, i=idx: jnp.take(x, i, axis=0), data)
             params, opt, loss = self.train_step(params, opt, minibatch)
             losses.append(loss)
         losses = [float(x) for x in jax.device_get(losses)]

@@ -37,7 +37,7 @@ def naming_answer(names, catalogue) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def pretrain(seed: int = 0, steps: int = 600, n_train: int = 1536, batch_size: int = 32, learning_rate: float = 3e-3):
+def pretrain(seed: int = 0, steps: int = 1000, n_train: int = 1536, batch_size: int = 24, learning_rate: float = 2e-3):
     """(config, params, tokenizer, info) after `steps` full fine-tuning steps on the naming task."""
     import sim
 
@@ -63,7 +63,7 @@ def pretrain(seed: int = 0, steps: int = 600, n_train: int = 1536, batch_size: i
     t1 = time.time()
     for step_key in jax.random.split(key, steps):
         idx = jax.random.randint(step_key, (batch_size,), 0, n_train)
-        params, opt, loss = step_fn(params, opt, jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data))
+        params, opt, loss = step_fn(params, opt, jax.tree.map(lambda x, i=idx: jnp.take(x, i, axis=0), data))
         losses.append(loss)
     losses = [float(x) for x in jax.device_get(losses)]
     info = {
@@ -97,10 +97,10 @@ def evaluate_base(learner, seed: int, n: int = 192) -> dict:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--n-train", type=int, default=1536)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     config, params, tokenizer, info = pretrain(args.seed, args.steps, args.n_train, args.batch_size, args.learning_rate)
