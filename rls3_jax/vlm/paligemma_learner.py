@@ -1,0 +1,295 @@
+"""The PaliGemma learner of the RLS3 loop: question "What is the position of A relative to B?", the caption as
+answer, answers scored by the rubric (paper sections 3.2, 4.3, 4.4).
+
+`PaliGemmaLearner.create()` gives the embedded default: a small PaliGemma-architecture model with a closed
+word vocabulary, starting from the base weights shipped in rls3_jax/assets/ (pretrained on naming the objects
+of the training scenes; see pretrain_paligemma.py) or from a random init when they are absent.
+`create(path)` loads a real Hugging Face PaliGemma checkpoint with its own tokenizer.
+The object holds no mutable state: parameters and optimiser state live in the `state` pytree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from rls3_jax.scoring import paligemma_reward, rubric_score
+from rls3_jax.vlm import decode as decoding
+from rls3_jax.vlm import paligemma_train
+from rls3_jax.vlm.paligemma import (
+    PaliGemma,
+    PaliGemmaConfig,
+    TextConfig,
+    VisionConfig,
+    from_pretrained,
+    init_params,
+)
+from rls3_jax.vlm.paligemma_inputs import (
+    HFPrompts,
+    ImageSpec,
+    WordPrompts,
+    preprocess_images,
+    sequence_length,
+    training_batch,
+)
+from rls3_jax.vlm.word_tokenizer import WordTokenizer
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
+BASE_CONFIG = ASSETS / "paligemma_base.json"
+
+
+def embedded_config(vocab_size: int, dtype: str = "float32") -> PaliGemmaConfig:
+    """The small default: 64 px images in 8 px patches (64 image tokens), multi-query Gemma."""
+    return PaliGemmaConfig(
+        vision=VisionConfig(
+            image_size=64, patch_size=8, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        text=TextConfig(
+            vocab_size=vocab_size, hidden_size=128, intermediate_size=512, num_hidden_layers=3,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=32,
+        ),
+        image_token_index=3,  # WordTokenizer's <image>
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, dtype=dtype,
+    )
+
+
+def save_base(path_weights: Path, path_config: Path, params, config: PaliGemmaConfig, tokenizer: WordTokenizer, info: dict):
+    """Embedded base weights: flat safetensors (float32) + JSON (config, vocabulary, how they were made)."""
+    from safetensors.numpy import save_file
+
+    flat = {"/".join(p): np.asarray(v, np.float32) for p, v in flatten_dict(jax.device_get(params)).items()}
+    path_weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file(flat, str(path_weights))
+    payload = {"config": config.replace(dtype="float32").to_dict(), "words": json.loads(tokenizer.to_json())["words"], "info": info}
+    path_config.write_text(json.dumps(payload, indent=1))
+
+
+def load_base(path_weights: Path = BASE_WEIGHTS, path_config: Path = BASE_CONFIG):
+    """(config, params, tokenizer, info) of embedded base weights."""
+    from safetensors.numpy import load_file
+
+    payload = json.loads(Path(path_config).read_text())
+    config = PaliGemmaConfig.from_dict(payload["config"])
+    tokenizer = WordTokenizer(payload["words"])
+    params = unflatten_dict({tuple(k.split("/")): v for k, v in load_file(str(path_weights)).items()})
+    template = flatten_dict(jax.eval_shape(lambda: init_params(config)[1]))
+    for p, v in flatten_dict(params).items():
+        if p not in template or template[p].shape != v.shape:
+            raise ValueError(f"{path_weights}: parameter {'/'.join(p)} {v.shape} does not fit the config in {path_config}")
+    return config, params, tokenizer, payload.get("info", {})
+
+
+def _default_dtype() -> str:
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PaliGemmaLearner:
+    model: PaliGemma
+    prompts: Any  # WordPrompts or HFPrompts
+    image_spec: ImageSpec
+    base_params: Any
+    labels: Any
+    tx: Any
+    full_finetune: bool
+    eval_batch_size: int
+    train_batch_size: int
+    max_new_tokens: int
+    train_step: Any
+    decoder: Any
+    nll: Any
+    name: str = "paligemma"
+
+    @property
+    def image_size(self) -> int:
+        return self.image_spec.size
+
+    @property
+    def config(self) -> PaliGemmaConfig:
+        return self.model.config
+
+    @classmethod
+    def create(
+        cls,
+        weights: str | None = None,
+        *,
+        seed: int = 0,
+        full_finetune: bool = False,
+        learning_rate: float | None = None,
+        eval_batch_size: int = 32,
+        train_batch_size: int = 16,
+        max_new_tokens: int | None = None,
+        dtype: str | None = None,
+        base_weights: bool = True,
+    ) -> PaliGemmaLearner:
+        """weights=None: the embedded default (base weights from rls3_jax/assets/ when present and
+        `base_weights`, else a random init from `seed`); a path: a Hugging Face PaliGemma directory."""
+        dtype = dtype or _default_dtype()
+        options = dict(
+            full_finetune=full_finetune, learning_rate=learning_rate, eval_batch_size=eval_batch_size,
+            train_batch_size=train_batch_size, max_new_tokens=max_new_tokens,
+        )
+        if weights is None:
+            if base_weights and BASE_WEIGHTS.is_file() and BASE_CONFIG.is_file():
+                config, params, tokenizer, _ = load_base()
+            else:
+                from sim import OBJECT_NAMES  # the catalogue's names make up the closed vocabulary
+
+                tokenizer = WordTokenizer.for_objects(OBJECT_NAMES)
+                config = embedded_config(len(tokenizer))
+                params = init_params(config, seed)[1]
+            return cls.from_parts(config.replace(dtype=dtype), params, tokenizer, **options)
+        model, params = from_pretrained(weights, dtype=dtype)
+        spec = ImageSpec.from_preprocessor_config(Path(weights) / "preprocessor_config.json", model.config.vision.image_size)
+        options["learning_rate"] = learning_rate or 1e-5
+        options["max_new_tokens"] = max_new_tokens or 32
+        return cls._assemble(model, params, HFPrompts(weights), spec, **options)
+
+    @classmethod
+    def from_parts(cls, config: PaliGemmaConfig, params, tokenizer: WordTokenizer, **options) -> PaliGemmaLearner:
+        """A word-tokenizer learner from a config, parameters and vocabulary (the embedded default's pieces)."""
+        options["learning_rate"] = options.get("learning_rate") or 2e-3
+        options["max_new_tokens"] = options.get("max_new_tokens") or 20
+        spec = ImageSpec(config.vision.image_size)
+        return cls._assemble(PaliGemma(config), params, WordPrompts(tokenizer), spec, **options)
+
+    @classmethod
+    def _assemble(
+        cls, model, params, prompts, spec, *, full_finetune=False, learning_rate, eval_batch_size=32,
+        train_batch_size=16, max_new_tokens,
+    ) -> PaliGemmaLearner:
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        tx, labels = paligemma_train.make_optimizer(params, learning_rate, full_finetune)
+        c = model.config
+        return cls(
+            model=model,
+            prompts=prompts,
+            image_spec=spec,
+            base_params=params,
+            labels=labels,
+            tx=tx,
+            full_finetune=full_finetune,
+            eval_batch_size=eval_batch_size,
+            train_batch_size=train_batch_size,
+            max_new_tokens=max_new_tokens,
+            train_step=paligemma_train.make_train_step(model, tx, labels),
+            decoder=decoding.make_greedy_decoder(model, max_new_tokens, c.eos_token_id, c.pad_token_id),
+            nll=jax.jit(lambda params, batch: paligemma_train.answer_nll(model, params, batch)[0]),
+        )
+
+    # ------------------------------------------------------------------------------------------- state
+
+    def init_state(self, seed: int = 0) -> dict:
+        """{"params", "opt", "step"}; `seed` is unused (the starting weights are the learner's), kept for the contract."""
+        del seed
+        params = jax.tree.map(jnp.array, self.base_params)  # a copy: train steps donate their inputs
+        return {"params": params, "opt": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+    # ------------------------------------------------------------------------------------------- inputs
+
+    def _batch(self, images, questions, answers, length: int) -> dict:
+        n_img = self.config.num_image_tokens
+        batch = training_batch(self.prompts, n_img, questions, answers, length)
+        batch["pixel_values"] = preprocess_images(images, self.image_spec)
+        return {k: jnp.asarray(v) for k, v in batch.items()}
+
+    def answer(self, state, images, questions: Sequence[str]) -> list[str]:
+        """Greedy answers, in fixed batches of eval_batch_size (the last one padded)."""
+        n = len(questions)
+        if len(images) != n:
+            raise ValueError(f"{len(images)} images for {n} questions")
+        prefixes = [[self.prompts.image_id] * self.config.num_image_tokens + self.prompts.prefix(q) for q in questions]
+        length = decoding.bucket_length(max(len(p) for p in prefixes))
+        pixels = preprocess_images(np.asarray(images), self.image_spec)
+        answers = []
+        for start in range(0, n, self.eval_batch_size):
+            idx = _padded_indices(start, n, self.eval_batch_size)
+            ids, mask = decoding.left_pad([prefixes[i] for i in idx], length, self.prompts.pad_id)
+            tokens, _ = self.decoder(state["params"], ids, pixels[idx], mask)
+            tokens = np.asarray(tokens)
+            for row in range(min(self.eval_batch_size, n - start)):
+                kept = decoding.strip_answer(tokens[row], self.config.eos_token_id, self.config.pad_token_id)
+                answers.append(self.prompts.decode(kept))
+        return answers
+
+    def answer_nll(self, state, images, questions, answers) -> np.ndarray:
+        """Per-sample answer-token NLL under teacher forcing [N]."""
+        n = len(questions)
+        length = sequence_length(self.prompts, self.config.num_image_tokens, questions, answers)
+        out = []
+        for start in range(0, n, self.eval_batch_size):
+            idx = _padded_indices(start, n, self.eval_batch_size)
+            batch = self._batch(np.asarray(images)[idx], [questions[i] for i in idx], [answers[i] for i in idx], length)
+            out.append(np.asarray(self.nll(state["params"], batch))[: min(self.eval_batch_size, n - start)])
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------------------------------- contract
+
+    def evaluate(self, state, images, samples: Sequence[dict]) -> dict:
+        questions = [s["question"] for s in samples]
+        answers = self.answer(state, images, questions)
+        scores = np.array([rubric_score(s["terms"], a) for s, a in zip(samples, answers)], np.float64)
+        nll = self.answer_nll(state, images, questions, [s["caption"] for s in samples])
+        per_term, per_complexity = {}, {}
+        for term in ("above", "below", "behind", "in front", "left", "right"):
+            sel = [i for i, s in enumerate(samples) if term in s["terms"]]
+            if sel:
+                per_term[term] = float(scores[sel].mean())
+        for k in (1, 2, 3):
+            sel = [i for i, s in enumerate(samples) if len(s["terms"]) == k]
+            if sel:
+                per_complexity[k] = float(scores[sel].mean())
+        mean = float(scores.mean())
+        return {
+            "metric": mean,
+            "loss": float(nll.mean()),
+            "reward": paligemma_reward(mean),
+            "per_sample_reward": (6.0 - scores) ** 2,
+            "per_sample_metric": scores,
+            "per_term": per_term,
+            "per_complexity": per_complexity,
+            "answers": answers,
+        }
+
+    def finetune(self, state, images, samples: Sequence[dict], k: int, key) -> tuple[dict, list[float]]:
+        """k steps on minibatches of train_batch_size drawn (with replacement) from the set."""
+        questions = [s["question"] for s in samples]
+        captions = [s["caption"] for s in samples]
+        return self.finetune_on(state, images, questions, captions, k, key)
+
+    def finetune_on(self, state, images, questions, answers, k: int, key) -> tuple[dict, list[float]]:
+        n = len(questions)
+        if n == 0 or k <= 0:
+            return state, []
+        length = sequence_length(self.prompts, self.config.num_image_tokens, questions, answers)
+        data = self._batch(np.asarray(images), questions, answers, length)  # the set on device once
+        # Copies: the train step donates its inputs, and the caller's state must stay usable.
+        params, opt = jax.tree.map(jnp.copy, (state["params"], state["opt"]))
+        losses = []
+        for step_key in jax.random.split(key, k):
+            idx = jax.random.randint(step_key, (self.train_batch_size,), 0, n)
+            minibatch = jax.tree.map(lambda x, i=idx: jnp.take(x, i, axis=0), data)
+            params, opt, loss = self.train_step(params, opt, minibatch)
+            losses.append(loss)
+        losses = [float(x) for x in jax.device_get(losses)]
+        bad = [i for i, x in enumerate(losses) if not math.isfinite(x)]
+        if bad:
+            raise FloatingPointError(f"PaliGemma fine-tuning loss became {losses[bad[0]]} at step {bad[0]} of {k}")
+        return {"params": params, "opt": opt, "step": state["step"] + k}, losses
+
+
+def _padded_indices(start: int, n: int, batch: int) -> np.ndarray:
+    """Indices start..start+batch, the ones past n repeating sample `start` (fixed batch shapes)."""
+    idx = np.arange(start, start + batch)
+    return np.where(idx < n, idx, start)

@@ -1,0 +1,78 @@
+"""PaliGemma fine-tuning: answer-token loss, the trainable/frozen split and one jitted train step.
+
+The paper fine-tunes only the language model's attention layers: those parameters are labelled "trainable"
+and the rest "frozen" (optax.multi_transform with set_to_zero, so frozen parameters carry no optimiser
+state, and gradients are only taken with respect to the trainable ones). `full_finetune=True` trains all.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from rls3_jax.vlm.paligemma import PaliGemma
+
+
+def param_labels(params, full_finetune: bool = False):
+    """'trainable' for the Gemma attention projections (or everything), 'frozen' otherwise."""
+    flat = flatten_dict(params)
+    trainable = lambda path: full_finetune or (path[0] == "language_model" and "self_attn" in path)
+    return unflatten_dict({p: "trainable" if trainable(p) else "frozen" for p in flat})
+
+
+def make_optimizer(params, learning_rate: float, full_finetune: bool = False, weight_decay: float = 0.0):
+    labels = param_labels(params, full_finetune)
+    tx = optax.multi_transform(
+        {
+            "trainable": optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(learning_rate, weight_decay=weight_decay)),
+            "frozen": optax.set_to_zero(),
+        },
+        labels,
+    )
+    return tx, labels
+
+
+def _split(params, labels):
+    flat, flat_labels = flatten_dict(params), flatten_dict(labels)
+    trainable = {p: v for p, v in flat.items() if flat_labels[p] == "trainable"}
+    frozen = {p: v for p, v in flat.items() if flat_labels[p] != "trainable"}
+    return trainable, frozen
+
+
+def answer_nll(model: PaliGemma, params, batch):
+    """Per-sample mean negative log-likelihood of the answer tokens (token type 1) [B], and token counts."""
+    out = model.apply(
+        {"params": params},
+        input_ids=batch["input_ids"],
+        pixel_values=batch["pixel_values"],
+        attention_mask=batch["attention_mask"],
+        token_type_ids=batch["token_type_ids"],
+    )
+    logits = out.logits[:, :-1].astype(jnp.float32)
+    targets = batch["input_ids"][:, 1:]
+    weight = ((batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    count = weight.sum(axis=1)
+    return (nll * weight).sum(axis=1) / jnp.maximum(count, 1.0), count
+
+
+def make_train_step(model: PaliGemma, tx, labels):
+    """jitted (params, opt_state, batch) -> (params, opt_state, loss): mean answer-token NLL over the batch."""
+
+    def step(params, opt_state, batch):
+        trainable, frozen = _split(params, labels)
+
+        def loss_fn(trainable):
+            merged = unflatten_dict({**trainable, **frozen})
+            per_sample, count = answer_nll(model, merged, batch)
+            return (per_sample * count).sum() / jnp.maximum(count.sum(), 1.0)
+
+        loss, grads = jax.value_and_grad(loss_fn)(trainable)
+        grads = unflatten_dict({**grads, **jax.tree.map(jnp.zeros_like, frozen)})
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))

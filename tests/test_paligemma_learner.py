@@ -1,0 +1,122 @@
+"""The PaliGemma learner contract on the embedded default: evaluation, attention-only fine-tuning, learning."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+import sim
+from rls3_jax import checkpoint
+from rls3_jax.prompts import describe_pair
+from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
+from rls3_jax.vlm.word_tokenizer import WordTokenizer
+
+
+@pytest.fixture(scope="module")
+def learner():
+    return PaliGemmaLearner.create(train_batch_size=16, eval_batch_size=32)
+
+
+def _samples(split, n, seed, size):
+    images, metadata = sim.generate_samples(split, n, seed, image_size=size)
+    return images, [describe_pair(m, 0, 1) for m in metadata]
+
+
+@pytest.fixture(scope="module")
+def data(learner):
+    return _samples("train", 128, 0, learner.image_size), _samples("test", 48, 1, learner.image_size)
+
+
+def test_short_finetune_raises_the_held_out_rubric_score(learner, data):
+    (train_images, train), (test_images, test) = data
+    state = learner.init_state(0)
+    before = learner.evaluate(state, test_images, test)
+    state, losses = learner.finetune(state, train_images, train, 80, jax.random.key(0))
+    after = learner.evaluate(state, test_images, test)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    assert after["loss"] < before["loss"]
+    assert after["metric"] >= before["metric"] + 0.6, (before["metric"], after["metric"], after["answers"][:3])
+    assert int(state["step"]) == 80
+
+
+def test_evaluate_follows_the_contract(learner, data):
+    _, (images, samples) = data
+    state = learner.init_state(0)
+    n = 40  # not a multiple of the evaluation batch: the last batch is padded
+    result = learner.evaluate(state, images[:n], samples[:n])
+    scores = result["per_sample_metric"]
+    assert scores.shape == (n,) and set(np.unique(scores)) <= {1, 2, 3, 4, 5}
+    assert result["metric"] == pytest.approx(scores.mean())
+    assert result["reward"] == pytest.approx((6 - scores.mean()) ** 2)
+    np.testing.assert_allclose(result["per_sample_reward"], (6 - scores) ** 2)
+    assert len(result["answers"]) == n and all(isinstance(a, str) for a in result["answers"])
+    assert np.isfinite(result["loss"]) and result["loss"] > 0
+    for term, value in result["per_term"].items():
+        sel = [i for i, s in enumerate(samples[:n]) if term in s["terms"]]
+        assert value == pytest.approx(scores[sel].mean())
+    assert set(result["per_complexity"]) <= {1, 2, 3}
+    assert learner.name == "paligemma" and images.shape[1] == learner.image_size
+    compiled = learner.decoder._cache_size()
+    learner.evaluate(state, images[:33], samples[:33])  # another size, same buckets: no recompilation
+    assert learner.decoder._cache_size() == compiled
+
+
+def test_only_attention_is_trained_and_frozen_parts_have_no_optimiser_state(learner, data):
+    (images, samples), _ = data
+    state = learner.init_state(0)
+    trained, _ = learner.finetune(state, images, samples, 2, jax.random.key(1))
+    before, after = flatten_dict(state["params"]), flatten_dict(trained["params"])
+    for path in before:
+        changed = not np.array_equal(before[path], after[path])
+        assert changed == (path[0] == "language_model" and "self_attn" in path), path
+    attention = sum(v.size for p, v in before.items() if path_is_attention(p))
+    moments = sum(x.size for x in jax.tree.leaves(state["opt"]) if x.ndim > 0)
+    assert moments == 2 * attention  # Adam's two moments for the attention weights only
+
+
+def path_is_attention(path):
+    return path[0] == "language_model" and "self_attn" in path
+
+
+def test_full_finetuning_switch_trains_everything(data):
+    (images, samples), _ = data
+    learner = PaliGemmaLearner.create(full_finetune=True, train_batch_size=4)
+    state = learner.init_state(0)
+    trained, _ = learner.finetune(state, images[:8], samples[:8], 1, jax.random.key(0))
+    before, after = flatten_dict(state["params"]), flatten_dict(trained["params"])
+    assert all(not np.array_equal(before[p], after[p]) for p in before if "vision_tower" in p)
+
+
+def test_finetune_is_reproducible_and_checkpointable(learner, data, tmp_path):
+    (images, samples), _ = data
+    a, losses_a = learner.finetune(learner.init_state(0), images, samples, 3, jax.random.key(5))
+    b, losses_b = learner.finetune(learner.init_state(0), images, samples, 3, jax.random.key(5))
+    assert losses_a == losses_b
+    checkpoint.save(tmp_path / "ckpt", a)
+    loaded, _ = checkpoint.load(tmp_path / "ckpt")
+    restored = checkpoint.restore_like(learner.init_state(0), loaded)
+    for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_nan_loss_raises(learner, data):
+    (images, samples), _ = data
+    state = learner.init_state(0)
+    state["params"] = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), state["params"])
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        learner.finetune(state, images[:4], samples[:4], 1, jax.random.key(0))
+
+
+def test_word_tokenizer_round_trip_and_unknown_words():
+    tok = WordTokenizer.for_objects(sim.OBJECT_NAMES)
+    caption = "the small pot is above, behind and to the left of the yellow bowl."
+    assert tok.decode(tok.encode(caption)) == caption
+    assert tok.decode(tok.encode("What is the position of the cup relative to the lamp?")) == (
+        "what is the position of the cup relative to the lamp?"
+    )
+    with pytest.raises(ValueError, match="'giraffe'.*closed vocabulary"):
+        tok.encode("the giraffe is left of the cup.")
+    assert WordTokenizer.from_json(tok.to_json()).vocab == tok.vocab
