@@ -200,6 +200,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--driver", choices=("jit", "python"), default="jit",
                         help="jit: environment + agent in one lax.scan; python: the Gymnasium simulator")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--valid-per-episode", type=int, default=200, help="episode ends after this many valid moves")
+    parser.add_argument("--max-episode-steps", type=int, default=400, help="... or after this many steps")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(SACConfig.hidden_sizes))
     parser.add_argument("--learning-starts", type=int, default=SACConfig.learning_starts)
     parser.add_argument("--buffer-size", type=int, default=SACConfig.buffer_size)
     args = parser.parse_args(argv)
@@ -209,8 +212,10 @@ def main(argv=None) -> dict:
     import sim  # the simulator is only needed here
     from rls3_jax.sac import jax_env
 
-    config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size)
-    py_env = sim.IndoorSceneEnv(split=args.split)
+    config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size,
+                       hidden_sizes=tuple(args.hidden))
+    py_env = sim.IndoorSceneEnv(split=args.split, valid_per_episode=args.valid_per_episode,
+                                max_episode_steps=args.max_episode_steps)
     obs_dim, act_dim = py_env.observation_space.shape[0], py_env.action_space.shape[0]
     state = sac.init(config, obs_dim, act_dim, args.seed)
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)
