@@ -95,23 +95,37 @@ def _scan_steps(jax_env, agent_module, steps, state, buffer, env_state, obs, act
     return carry, valid, critic_loss
 
 
-def run_jitted(jax_env, agent_module: ModuleType, state, buffer, steps: int, seed: int = 0, chunk: int = 10_000):
-    """Like `run_python` on a pure-JAX environment, `chunk` steps per compiled lax.scan call.
-
-    `jax_env` is a static argument (hashed by identity: reuse one object to reuse the compiled scan) providing `reset(key) -> (env_state, obs)` and
-    `step(env_state, action, key) -> (env_state, obs, reward, terminated, truncated, valid)`.
-    """
+def rollout_start(jax_env, agent_module: ModuleType, state, seed: int = 0):
+    """Reset `jax_env` and choose the first action: (state, carry) for `rollout`."""
     key, k_reset = jax.random.split(jax.random.PRNGKey(seed))
     env_state, obs = jax_env.reset(k_reset)
     action, state = agent_module.act(state, obs)
+    return state, (env_state, obs, action, key)
+
+
+def rollout(jax_env, agent_module: ModuleType, state, buffer, carry, steps: int):
+    """`steps` environment steps with learning, all in one compiled lax.scan (state and buffer are donated).
+
+    `jax_env` is a static argument (hashed by identity: reuse one object, and one `steps`, to reuse the
+    compiled scan) providing `reset(key) -> (env_state, obs)` and
+    `step(env_state, action, key) -> (env_state, obs, reward, terminated, truncated, valid)`.
+    Returns (state, buffer, carry, valid, critic_loss) with one entry per step in the last two.
+    """
+    env_state, obs, action, key = carry
+    key, k_run = jax.random.split(key)
+    (state, buffer, env_state, obs, action, _), valid, critic_loss = _scan_steps(
+        jax_env, agent_module, steps, state, buffer, env_state, obs, action, k_run)
+    return state, buffer, (env_state, obs, action, key), valid, critic_loss
+
+
+def run_jitted(jax_env, agent_module: ModuleType, state, buffer, steps: int, seed: int = 0, chunk: int = 10_000):
+    """Like `run_python` on a pure-JAX environment (`rls3_jax.sac.jax_env`), `chunk` steps per compiled scan."""
+    state, carry = rollout_start(jax_env, agent_module, state, seed)
     valid_parts = []
     done = 0
     while done < steps:
         n = min(chunk, steps - done)
-        key, k_run = jax.random.split(key)
-        carry, valid, critic_loss = _scan_steps(jax_env, agent_module, n, state, buffer, env_state, obs, action,
-                                                k_run)
-        state, buffer, env_state, obs, action, _ = carry
+        state, buffer, carry, valid, critic_loss = rollout(jax_env, agent_module, state, buffer, carry, n)
         valid_parts.append(valid)
         done += n
         _check_finite({"critic_loss": critic_loss}, f"in pretraining steps {done - n}..{done}")
@@ -186,6 +200,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--driver", choices=("jit", "python"), default="jit",
                         help="jit: environment + agent in one lax.scan; python: the Gymnasium simulator")
     parser.add_argument("--split", default="train")
+    parser.add_argument("--valid-per-episode", type=int, default=200, help="episode ends after this many valid moves")
+    parser.add_argument("--max-episode-steps", type=int, default=400, help="... or after this many steps")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(SACConfig.hidden_sizes))
     parser.add_argument("--learning-starts", type=int, default=SACConfig.learning_starts)
     parser.add_argument("--buffer-size", type=int, default=SACConfig.buffer_size)
     args = parser.parse_args(argv)
@@ -195,8 +212,10 @@ def main(argv=None) -> dict:
     import sim  # the simulator is only needed here
     from rls3_jax.sac import jax_env
 
-    config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size)
-    py_env = sim.IndoorSceneEnv(split=args.split)
+    config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size,
+                       hidden_sizes=tuple(args.hidden))
+    py_env = sim.IndoorSceneEnv(split=args.split, valid_per_episode=args.valid_per_episode,
+                                max_episode_steps=args.max_episode_steps)
     obs_dim, act_dim = py_env.observation_space.shape[0], py_env.action_space.shape[0]
     state = sac.init(config, obs_dim, act_dim, args.seed)
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)
