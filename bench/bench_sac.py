@@ -190,8 +190,13 @@ def main():
         parser.error(f"unknown agents {sorted(unknown)}; choose from {sorted(BENCHES)}")
 
     result: dict = {}
+    # round robin, so that a change in the machine's load hits every agent alike
+    all_runs = {name: [] for name in agents}
+    for r in range(args.repeats):
+        for name in agents:
+            all_runs[name].append(BENCHES[name](args, args.seed + r))
     for name in agents:
-        runs = [BENCHES[name](args, args.seed + r) for r in range(args.repeats)]
+        runs = all_runs[name]
         result[KEYS[name]] = round(statistics.median(r[0] for r in runs), 1)
         if name != "ceiling":
             result[f"{name}_valid_fraction_last_1000"] = round(statistics.median(r[1] for r in runs), 3)
