@@ -13,6 +13,7 @@ agent's last 1,000 steps. Needs the `bench` extra (stable-baselines3, sbx-rl).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -139,28 +140,32 @@ def bench_ceiling(args, seed):
     state = sac.init(config, 32, 3, seed)
     chunk = args.chunk
 
-    @jax.jit
-    def run(state, key):
-        def body(state, key):
-            k1, k2, k3, k4 = jax.random.split(key, 4)
-            batch = replay.Transition(
-                obs=jax.random.uniform(k1, (256, 32), minval=-1, maxval=1),
-                action=jax.random.uniform(k2, (256, 3), minval=-1, maxval=1),
-                reward=jnp.where(jax.random.uniform(k3, (256,)) < 0.5, 1.0, -1.0),
-                next_obs=jax.random.uniform(k4, (256, 32), minval=-1, maxval=1),
-                done=jnp.zeros((256,)),
-            )
+    # The batches are drawn once beforehand: drawing 17k threefry numbers per update would cost more than
+    # sampling from a buffer does and hide the update's own speed.
+    key = jax.random.PRNGKey(seed)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    batches = replay.Transition(
+        obs=jax.random.uniform(k1, (chunk, 256, 32), minval=-1, maxval=1),
+        action=jax.random.uniform(k2, (chunk, 256, 3), minval=-1, maxval=1),
+        reward=jnp.where(jax.random.uniform(k3, (chunk, 256)) < 0.5, 1.0, -1.0),
+        next_obs=jax.random.uniform(k4, (chunk, 256, 32), minval=-1, maxval=1),
+        done=jnp.zeros((chunk, 256)),
+    )
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state, batches):
+        def body(state, batch):
             state, metrics = sac.update_unjitted(state, batch)
             return state, metrics["critic_loss"]
 
-        return jax.lax.scan(body, state, jax.random.split(key, chunk))
+        return jax.lax.scan(body, state, batches)
 
-    state, losses = run(state, jax.random.PRNGKey(0))
+    state, losses = run(state, batches)
     jax.block_until_ready(losses)
     n = max(args.steps // chunk - 1, 1)
     t0 = time.perf_counter()
-    for i in range(n):
-        state, losses = run(state, jax.random.PRNGKey(i + 1))
+    for _ in range(n):
+        state, losses = run(state, batches)
     jax.block_until_ready(losses)
     return n * chunk / (time.perf_counter() - t0), None
 
@@ -190,8 +195,13 @@ def main():
         parser.error(f"unknown agents {sorted(unknown)}; choose from {sorted(BENCHES)}")
 
     result: dict = {}
+    # round robin, so that a change in the machine's load hits every agent alike
+    all_runs = {name: [] for name in agents}
+    for r in range(args.repeats):
+        for name in agents:
+            all_runs[name].append(BENCHES[name](args, args.seed + r))
     for name in agents:
-        runs = [BENCHES[name](args, args.seed + r) for r in range(args.repeats)]
+        runs = all_runs[name]
         result[KEYS[name]] = round(statistics.median(r[0] for r in runs), 1)
         if name != "ceiling":
             result[f"{name}_valid_fraction_last_1000"] = round(statistics.median(r[1] for r in runs), 3)

@@ -46,10 +46,16 @@ def test_targets_follow_by_polyak_averaging():
 
 
 def test_entropy_coefficient_moves_towards_the_target():
-    # A near-deterministic policy (entropy far below -|A|) must raise alpha; a broad one lowers it.
+    # A broad policy (entropy above -|A|) must lower alpha; a near-deterministic one must raise it.
     state = sac.init(SMALL, 6, 2, seed=0)
-    state, m = sac.update(state, _batch(jax.random.PRNGKey(2)))
-    assert float(m["entropy"]) > -2.0 and float(state.log_alpha) < 0.0  # broad initial policy: alpha drops
+    batch = _batch(jax.random.PRNGKey(2))
+    broad, m = sac.update(state, batch)
+    assert float(m["entropy"]) > -2.0 and float(broad.log_alpha) < 0.0
+    params = jax.tree_util.tree_map(lambda x: x, state.actor_params)
+    head = params["params"]["Dense_1"]  # the log-std head
+    params["params"]["Dense_1"] = {"kernel": jnp.zeros_like(head["kernel"]), "bias": jnp.full_like(head["bias"], -5.0)}
+    narrow, m = sac.update(state.replace(actor_params=params), batch)
+    assert float(m["entropy"]) < -2.0 and float(narrow.log_alpha) > 0.0
 
 
 def _drive(agent_module, config, seed, steps=120, obs_dim=6, act_dim=2):

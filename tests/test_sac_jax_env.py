@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sim = pytest.importorskip("sim")
-from sim import geometry  # noqa: E402
-
-from rls3_jax.sac import jax_env  # noqa: E402
+import sim
+from rls3_jax.sac import jax_env
+from sim import geometry
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ import jax
 import numpy as np
 import pytest
 
+import sim
 from rls3_jax.sac import agent as sac
 from rls3_jax.sac import buffer as replay
-from rls3_jax.sac import pretrain, random_agent
+from rls3_jax.sac import jax_env, pretrain, random_agent
 from rls3_jax.sac.config import SACConfig
-
-sim = pytest.importorskip("sim")
-from rls3_jax.sac import jax_env  # noqa: E402
 
 TINY = SACConfig(hidden_sizes=(32, 32), batch_size=32, buffer_size=400, learning_starts=50)
 

@@ -25,7 +25,6 @@ class SACConfig:
     target_entropy: float | None = None  # None: -|A|
     log_std_min: float = -20.0
     log_std_max: float = 2.0
-    matmul_precision: str = "default"  # jax.default_matmul_precision inside the jitted functions
 
     def __post_init__(self):
         if not self.hidden_sizes or any(int(h) <= 0 for h in self.hidden_sizes):
@@ -43,8 +42,6 @@ class SACConfig:
             raise ValueError(f"SACConfig.learning_starts must be >= 0, got {self.learning_starts}")
         if self.batch_size > self.buffer_size:
             raise ValueError(f"SACConfig.batch_size {self.batch_size} exceeds buffer_size {self.buffer_size}")
-        if self.matmul_precision not in ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32"):
-            raise ValueError(f"SACConfig.matmul_precision {self.matmul_precision!r} is not a jax precision name")
 
     def entropy_target(self, act_dim: int) -> float:
         return float(-act_dim) if self.target_entropy is None else float(self.target_entropy)
