@@ -15,19 +15,48 @@ from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, save_clip_params  #
 
 CONFIGS = {
     "narrow": dict(
-        text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, eos_token_id=98, bos_token_id=97,
-                         pad_token_id=0),
-        vision_config=dict(hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=3,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            eos_token_id=98,
+            bos_token_id=97,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=48,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=24,
     ),
     "wide_legacy_eos": dict(
-        text_config=dict(vocab_size=150, hidden_size=64, intermediate_size=80, num_hidden_layers=3,
-                         num_attention_heads=2, max_position_embeddings=24, eos_token_id=2, pad_token_id=1,
-                         hidden_act="gelu"),
-        vision_config=dict(hidden_size=40, intermediate_size=72, num_hidden_layers=3, num_attention_heads=5,
-                           image_size=30, patch_size=6, hidden_act="gelu"),
+        text_config=dict(
+            vocab_size=150,
+            hidden_size=64,
+            intermediate_size=80,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            max_position_embeddings=24,
+            eos_token_id=2,
+            pad_token_id=1,
+            hidden_act="gelu",
+        ),
+        vision_config=dict(
+            hidden_size=40,
+            intermediate_size=72,
+            num_hidden_layers=3,
+            num_attention_heads=5,
+            image_size=30,
+            patch_size=6,
+            hidden_act="gelu",
+        ),
         projection_dim=16,
         logit_scale_init_value=2.0,
     ),
@@ -63,8 +92,11 @@ def _inputs(name, n_text=5, n_image=3, seed=0):
 def _compare(hf_model, model, params, name):
     ids, mask, pixels = _inputs(name)
     with torch.no_grad():
-        ref = hf_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                       pixel_values=torch.from_numpy(pixels))
+        ref = hf_model(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            pixel_values=torch.from_numpy(pixels),
+        )
     out = jax.jit(model.apply)({"params": params}, input_ids=ids, pixel_values=pixels, attention_mask=mask)
     diffs = {}
     for key in ("image_embeds", "text_embeds", "logits_per_image", "logits_per_text"):
@@ -108,7 +140,9 @@ def test_loader_errors_name_path_and_parameter(tmp_path):
         clip.from_pretrained(tmp_path / "wrong_type")
     config["vision_config"]["intermediate_size"] = 65
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"m: parameter vision_model\.encoder\.layers\.0\.mlp\.fc1\.(weight|bias) has shape"):
+    with pytest.raises(
+        ValueError, match=r"m: parameter vision_model\.encoder\.layers\.0\.mlp\.fc1\.(weight|bias) has shape"
+    ):
         clip.from_pretrained(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no safetensors"):
@@ -119,8 +153,10 @@ def test_bf16_compute_stays_close():
     config = clip.CLIPConfig.from_hf_config({"model_type": "clip", **CONFIGS["narrow"]})
     params = clip.init_params(config, seed=0)
     ids, mask, pixels = _inputs("narrow")
-    f32 = clip.CLIPModel(config).apply({"params": params}, input_ids=ids, pixel_values=pixels, attention_mask=mask)
-    bf16 = clip.CLIPModel(config, dtype=jnp.bfloat16).apply(
+    f32 = jax.jit(clip.CLIPModel(config).apply)(
+        {"params": params}, input_ids=ids, pixel_values=pixels, attention_mask=mask
+    )
+    bf16 = jax.jit(clip.CLIPModel(config, dtype=jnp.bfloat16).apply)(
         {"params": params}, input_ids=ids, pixel_values=pixels, attention_mask=mask
     )
     assert bf16.image_embeds.dtype == jnp.float32
@@ -129,7 +165,9 @@ def test_bf16_compute_stays_close():
 
 @pytest.mark.parametrize("shape", [(40, 52), (57, 31), (24, 24)])
 def test_image_preprocessing_matches_transformers(tmp_path, shape):
-    processor = transformers.CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28})
+    processor = transformers.CLIPImageProcessorPil(
+        size={"shortest_edge": 32}, crop_size={"height": 28, "width": 28}
+    )
     processor.save_pretrained(tmp_path)
     ours = CLIPImagePreprocessor.from_pretrained(tmp_path)
     images = np.random.default_rng(0).integers(0, 256, size=(2, *shape, 3), dtype=np.uint8)

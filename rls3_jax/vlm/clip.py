@@ -94,7 +94,9 @@ class CLIPConfig:
             for key in ("image_size", "patch_size"):
                 if isinstance(raw.get(key), (list, tuple)):
                     if len(set(raw[key])) != 1:
-                        raise ValueError(f"{source}: non-square vision_config.{key} {raw[key]} is not supported")
+                        raise ValueError(
+                            f"{source}: non-square vision_config.{key} {raw[key]} is not supported"
+                        )
                     raw[key] = raw[key][0]
             if isinstance(raw.get("eos_token_id"), (list, tuple)):
                 raw["eos_token_id"] = raw["eos_token_id"][0]
@@ -212,7 +214,9 @@ class CLIPTextEmbeddings(nn.Module):
         c = self.config
         init = nn.initializers.normal(0.02)
         tokens = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=init, name="token_embedding")(input_ids)
-        positions = nn.Embed(c.max_position_embeddings, c.hidden_size, embedding_init=init, name="position_embedding")
+        positions = nn.Embed(
+            c.max_position_embeddings, c.hidden_size, embedding_init=init, name="position_embedding"
+        )
         return tokens + positions(position_ids)
 
 
@@ -226,7 +230,9 @@ class CLIPTextTransformer(nn.Module):
         c = self.config
         batch, length = input_ids.shape
         if length > c.max_position_embeddings:
-            raise ValueError(f"text length {length} exceeds max_position_embeddings {c.max_position_embeddings}")
+            raise ValueError(
+                f"text length {length} exceeds max_position_embeddings {c.max_position_embeddings}"
+            )
         if position_ids is None:
             position_ids = jnp.arange(length)[None, :]
         x = CLIPTextEmbeddings(c, name="embeddings")(input_ids, position_ids).astype(self.dtype)
@@ -309,9 +315,7 @@ class CLIPModel(nn.Module):
         self.vision_model = CLIPVisionTransformer(c.vision, self.dtype)
         self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
         self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
-        self.logit_scale = self.param(
-            "logit_scale", nn.initializers.constant(c.logit_scale_init_value), ()
-        )
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(c.logit_scale_init_value), ())
 
     def get_text_features(self, input_ids, attention_mask=None, position_ids=None):
         """Projected, unnormalised text features [B, projection_dim] (float32)."""
@@ -348,10 +352,12 @@ def param_shapes(config: CLIPConfig) -> dict:
     """The parameter tree of `config` as ShapeDtypeStructs (no computation)."""
     model = CLIPModel(config)
     ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    pixels = jax.ShapeDtypeStruct((1, config.vision.num_channels, config.vision.image_size, config.vision.image_size), jnp.float32)
-    return jax.eval_shape(lambda i, p: model.init(jax.random.PRNGKey(0), input_ids=i, pixel_values=p), ids, pixels)[
-        "params"
-    ]
+    pixels = jax.ShapeDtypeStruct(
+        (1, config.vision.num_channels, config.vision.image_size, config.vision.image_size), jnp.float32
+    )
+    return jax.eval_shape(
+        lambda i, p: model.init(jax.random.PRNGKey(0), input_ids=i, pixel_values=p), ids, pixels
+    )["params"]
 
 
 def from_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[CLIPModel, dict]:

@@ -96,7 +96,9 @@ def save_clip_params(path: str | os.PathLike, config: CLIPConfig, params: dict) 
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tensors = {hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in _paths(params)}
+    tensors = {
+        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in _paths(params)
+    }
     save_file(tensors, str(path / hf_weights.SINGLE_FILE), metadata={"format": "pt"})
     with open(path / "config.json", "w") as f:
         json.dump(config.to_hf_config(), f, indent=2)
@@ -107,9 +109,19 @@ class CLIPImagePreprocessor:
     """transformers' CLIPImageProcessor in numpy/PIL: resize the shortest side to `size` (bicubic), center
     crop to `crop_size`, rescale by 1/255, normalise with image_mean/std -> NCHW float32."""
 
-    def __init__(self, size=224, crop_size=224, image_mean=(0.48145466, 0.4578275, 0.40821073),
-                 image_std=(0.26862954, 0.26130258, 0.27577711), rescale_factor=1 / 255, resample=3,
-                 do_resize=True, do_center_crop=True, do_rescale=True, do_normalize=True):
+    def __init__(
+        self,
+        size=224,
+        crop_size=224,
+        image_mean=(0.48145466, 0.4578275, 0.40821073),
+        image_std=(0.26862954, 0.26130258, 0.27577711),
+        rescale_factor=1 / 255,
+        resample=3,
+        do_resize=True,
+        do_center_crop=True,
+        do_rescale=True,
+        do_normalize=True,
+    ):
         self.size, self.crop_size, self.resample = int(size), int(crop_size), int(resample)
         self.image_mean = np.asarray(image_mean, np.float32)
         self.image_std = np.asarray(image_std, np.float32)
@@ -135,8 +147,16 @@ class CLIPImagePreprocessor:
             if crop.get("height") != crop.get("width"):
                 raise ValueError(f"{file}: non-square crop_size {crop} is not supported")
             crop = crop["height"]
-        keys = ("image_mean", "image_std", "rescale_factor", "resample", "do_resize", "do_center_crop",
-                "do_rescale", "do_normalize")
+        keys = (
+            "image_mean",
+            "image_std",
+            "rescale_factor",
+            "resample",
+            "do_resize",
+            "do_center_crop",
+            "do_rescale",
+            "do_normalize",
+        )
         return cls(size=size, crop_size=crop, **{k: cfg[k] for k in keys if k in cfg and cfg[k] is not None})
 
     def resize(self, image: np.ndarray) -> np.ndarray:

@@ -76,7 +76,9 @@ def read_safetensors(file: str | os.PathLike) -> dict[str, np.ndarray]:
         dtype = np.dtype(_DTYPES[info["dtype"]])
         shape = tuple(info["shape"])
         if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
-            raise ValueError(f"{file}: tensor {name} has {end - begin} bytes for shape {shape} {info['dtype']}")
+            raise ValueError(
+                f"{file}: tensor {name} has {end - begin} bytes for shape {shape} {info['dtype']}"
+            )
         out[name] = data[start + begin : start + end].view(dtype).reshape(shape)
     return out
 
