@@ -1,0 +1,155 @@
+"""Feasibility rules of the simulator as pure array functions (numpy or jax.numpy via `xp`).
+
+Scene description ("geometry state"), a dict of fixed-shape arrays (a pytree in JAX):
+
+    surface_center  float [S_MAX, 3]  (x, height of the top face, z) of each designated surface
+    surface_half    float [S_MAX, 2]  half extent of each surface along x and z
+    surface_mask    bool  [S_MAX]     True for real surfaces; padding rows are False (and zero)
+    move_scale      float [3]         metres per unit action along x, y, z
+    object_pos      float [3, 3]      centre (x, y, z) of each active object's bounding box
+    object_half     float [3, 3]      half-size (x, y, z) of each active object's bounding box
+    object_surface  int   [3]         index of the surface each active object rests on
+
+The move of active object k by action a in [-1, 1]^3 (clipped):
+  target centre x/z = x/z + a_x/z * scale_x/z; target bottom height b = bottom + a_y * scale_y.
+  The object drops onto the highest designated surface whose rectangle contains the target centre and whose top
+  lies between b - MAX_DROP and b + DROP_TOL (it may be lifted a little too high and falls, or pressed a little
+  too low and settles on top, but is never thrown from high or pushed through a surface).
+  The move is valid iff such a surface exists, the object's footprint lies fully inside it, and the object's
+  box at rest (bottom on that surface) overlaps no other active object's box (touching is allowed).
+  An invalid move leaves the state unchanged.
+
+`move(geo, k, action, xp)` is the array form (jit-able with xp=jax.numpy; k may be traced);
+`move_scalar(...)` is the same rule in plain Python floats for the environment's hot path. Tests check that
+both agree with each other and with a jax.numpy call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+S_MAX = 8  # surfaces per scene, padded
+N_ACTIVE = 3  # active objects
+DROP_TOL = 0.05  # a surface up to this far above the target bottom still catches the object
+MAX_DROP = 0.5  # a surface more than this far below the target bottom does not (the object would be thrown)
+EPS = 1e-6  # containment slack / contact allowance
+
+
+def scene_arrays(scene) -> dict:
+    """Fixed-shape surface arrays of a `sim.scenes.Scene` (float64 / bool numpy)."""
+    n = len(scene.surfaces)
+    if n > S_MAX:
+        raise ValueError(f"scene {scene.name!r} has {n} surfaces; geometry.S_MAX is {S_MAX}")
+    center = np.zeros((S_MAX, 3))
+    half = np.zeros((S_MAX, 2))
+    mask = np.zeros(S_MAX, dtype=bool)
+    for i, s in enumerate(scene.surfaces):
+        center[i] = s.center
+        half[i] = s.half
+        mask[i] = True
+    return {
+        "surface_center": center,
+        "surface_half": half,
+        "surface_mask": mask,
+        "move_scale": np.asarray(scene.move_scale, dtype=np.float64),
+    }
+
+
+def stacked_scene_arrays(scenes) -> dict:
+    """`scene_arrays` of several scenes stacked on a leading axis (for a JAX rollout that cycles scenes)."""
+    arrays = [scene_arrays(s) for s in scenes]
+    return {key: np.stack([a[key] for a in arrays]) for key in arrays[0]}
+
+
+def target(geo: dict, k, action, xp=np):
+    """Where active object k would come to rest under `action`: (centre [3], surface index, valid)."""
+    pos, half = geo["object_pos"], geo["object_half"]
+    center, shalf, mask = geo["surface_center"], geo["surface_half"], geo["surface_mask"]
+    scale = geo["move_scale"]
+    a = xp.clip(xp.asarray(action, dtype=pos.dtype), -1.0, 1.0)
+    p, h = pos[k], half[k]
+    tx = p[0] + a[0] * scale[0]
+    tb = (p[1] - h[1]) + a[1] * scale[1]
+    tz = p[2] + a[2] * scale[2]
+    cx, top, cz = center[:, 0], center[:, 1], center[:, 2]
+    under = mask & (xp.abs(tx - cx) <= shalf[:, 0]) & (xp.abs(tz - cz) <= shalf[:, 1])
+    catch = under & (top <= tb + DROP_TOL) & (tb - top <= MAX_DROP)
+    s = xp.argmax(xp.where(catch, top, -xp.inf))
+    found = xp.any(catch)
+    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS)
+    ny = top[s] + h[1]
+    new = xp.stack([tx, ny, tz])
+    overlap = (
+        (xp.abs(new[0] - pos[:, 0]) < h[0] + half[:, 0] - EPS)
+        & (xp.abs(new[1] - pos[:, 1]) < h[1] + half[:, 1] - EPS)
+        & (xp.abs(new[2] - pos[:, 2]) < h[2] + half[:, 2] - EPS)
+        & (xp.arange(pos.shape[0]) != k)
+    )
+    valid = found & inside & ~xp.any(overlap)
+    return new, s, valid
+
+
+def move(geo: dict, k, action, xp=np):
+    """Apply the move of active object k: (new geo, valid). The state is unchanged when the move is invalid."""
+    new, s, valid = target(geo, k, action, xp)
+    pos = geo["object_pos"]
+    sel = (xp.arange(pos.shape[0]) == k) & valid
+    out = dict(geo)
+    out["object_pos"] = xp.where(sel[:, None], new[None, :], pos)
+    out["object_surface"] = xp.where(sel, s, geo["object_surface"]).astype(geo["object_surface"].dtype)
+    return out, valid
+
+
+def state_is_valid(geo: dict, xp=np):
+    """Every active object rests on its surface (bottom on the top face), inside it, and no two overlap."""
+    pos, half, surf = geo["object_pos"], geo["object_half"], geo["object_surface"]
+    center, shalf, mask = geo["surface_center"], geo["surface_half"], geo["surface_mask"]
+    c, sh = center[surf], shalf[surf]
+    on = mask[surf] & (xp.abs(pos[:, 1] - half[:, 1] - c[:, 1]) <= 1e-4)
+    inside = (xp.abs(pos[:, 0] - c[:, 0]) + half[:, 0] <= sh[:, 0] + EPS) & (
+        xp.abs(pos[:, 2] - c[:, 2]) + half[:, 2] <= sh[:, 1] + EPS
+    )
+    d = xp.abs(pos[:, None, :] - pos[None, :, :])
+    lim = half[:, None, :] + half[None, :, :] - EPS
+    pair = xp.all(d < lim, axis=-1) & ~xp.eye(pos.shape[0], dtype=bool)
+    return xp.all(on & inside) & ~xp.any(pair)
+
+
+def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, scale):
+    """`target` in plain Python floats (the env's hot path; same operations in the same order).
+
+    surfaces: sequence of (cx, top, cz, hx, hz); pos, half: three (x, y, z) sequences; scale: (sx, sy, sz).
+    Returns (valid, (x, y, z), surface index) with the resting centre of the target (meaningless if invalid).
+    """
+    a0 = -1.0 if a0 < -1.0 else (1.0 if a0 > 1.0 else a0)
+    a1 = -1.0 if a1 < -1.0 else (1.0 if a1 > 1.0 else a1)
+    a2 = -1.0 if a2 < -1.0 else (1.0 if a2 > 1.0 else a2)
+    px, py, pz = pos[k]
+    hx, hy, hz = half[k]
+    tx = px + a0 * scale[0]
+    tb = (py - hy) + a1 * scale[1]
+    tz = pz + a2 * scale[2]
+    best, best_top = -1, -np.inf
+    for i, (cx, top, cz, shx, shz) in enumerate(surfaces):
+        if (abs(tx - cx) <= shx and abs(tz - cz) <= shz and top <= tb + DROP_TOL and tb - top <= MAX_DROP
+                and top > best_top):
+            best, best_top = i, top
+    if best < 0:
+        return False, (tx, tb + hy, tz), -1
+    cx, top, cz, shx, shz = surfaces[best]
+    ny = top + hy
+    if not (abs(tx - cx) + hx <= shx + EPS and abs(tz - cz) + hz <= shz + EPS):
+        return False, (tx, ny, tz), best
+    for j in range(len(pos)):
+        if j == k:
+            continue
+        qx, qy, qz = pos[j]
+        gx, gy, gz = half[j]
+        if abs(tx - qx) < hx + gx - EPS and abs(ny - qy) < hy + gy - EPS and abs(tz - qz) < hz + gz - EPS:
+            return False, (tx, ny, tz), best
+    return True, (tx, ny, tz), best
+
+
+def surface_tuples(scene) -> tuple:
+    """(cx, top, cz, hx, hz) per designated surface, the form `move_scalar` takes."""
+    return tuple((s.center[0], s.center[1], s.center[2], s.half[0], s.half[1]) for s in scene.surfaces)
