@@ -39,7 +39,9 @@ def contrastive_loss(logits_per_image, valid=None, xp=jnp):
     """
     n, columns = logits_per_image.shape
     if columns % n:
-        raise ValueError(f"logits_per_image of shape {logits_per_image.shape}: texts are not a multiple of images")
+        raise ValueError(
+            f"logits_per_image of shape {logits_per_image.shape}: texts are not a multiple of images"
+        )
     if valid is None:
         valid = xp.ones((n,), bool)
     neg = xp.asarray(-1e9, logits_per_image.dtype)
@@ -125,8 +127,14 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     decay_mask = lambda params: jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
     return optax.chain(
         optax.clip_by_global_norm(config.max_grad_norm),
-        optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.weight_decay,
-                    mask=decay_mask),
+        optax.adamw(
+            schedule,
+            b1=config.b1,
+            b2=config.b2,
+            eps=config.eps,
+            weight_decay=config.weight_decay,
+            mask=decay_mask,
+        ),
     )
 
 
@@ -156,7 +164,10 @@ def make_train_step(model: CLIPModel, optimizer: optax.GradientTransformation, m
         loss, _ = contrastive_loss(logits, batch["valid"])
         n = batch["valid"].shape[0]
         hits = (jnp.argmax(logits, axis=1) == jnp.arange(n)) & batch["valid"]
-        return loss, {"batch_accuracy": jnp.sum(hits) / jnp.maximum(jnp.sum(batch["valid"]), 1), "scale": scale}
+        return loss, {
+            "batch_accuracy": jnp.sum(hits) / jnp.maximum(jnp.sum(batch["valid"]), 1),
+            "scale": scale,
+        }
 
     def train_step(state: dict, batch: dict[str, Any]):
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)

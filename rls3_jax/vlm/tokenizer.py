@@ -74,10 +74,14 @@ class WordTokenizer:
             words = self.tokenize(text)
             unknown = [w for w in words if w not in self.vocab]
             if unknown:
-                raise ValueError(f"word {unknown[0]!r} of {text!r} is not in the tokenizer's closed vocabulary")
+                raise ValueError(
+                    f"word {unknown[0]!r} of {text!r} is not in the tokenizer's closed vocabulary"
+                )
             ids = [self.bos_token_id, *(self.vocab[w] for w in words), self.eos_token_id]
             if len(ids) > self.max_length:
-                raise ValueError(f"{text!r} is {len(ids)} tokens long, more than max_length {self.max_length}")
+                raise ValueError(
+                    f"{text!r} is {len(ids)} tokens long, more than max_length {self.max_length}"
+                )
             self._cache[text] = ids
         return ids
 
@@ -93,4 +97,8 @@ class WordTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         words = {i: w for w, i in self.vocab.items()}
-        return " ".join(words[int(i)] for i in ids if int(i) not in (self.pad_token_id, self.bos_token_id, self.eos_token_id))
+        return " ".join(
+            words[int(i)]
+            for i in ids
+            if int(i) not in (self.pad_token_id, self.bos_token_id, self.eos_token_id)
+        )
