@@ -1,6 +1,6 @@
 """CLIP / NegCLIP as the RLS3 loop's VLM learner: evaluate on the episode's samples, fine-tune on a batch.
 
-`ClipLearner.create(weights=None)` is the embedded default: a small CLIP (64 px images, closed-vocabulary
+`ClipLearner.create(weights=None)` is the embedded default: a small CLIP (96 px images, closed-vocabulary
 word tokenizer) starting from the base weights shipped in `rls3_jax/assets/clip_base.safetensors` (trained
 by `python -m rls3_jax.vlm.pretrain_clip` to name the objects of the training scenes, never their spatial
 relations), or from a random init when that file is absent. `create(weights=<dir>)` loads a Hugging Face CLIP
@@ -31,7 +31,10 @@ HF_TEXT_LENGTH = 32  # BPE splits words further
 
 
 def default_config(vocab_size: int, text_length: int = TEXT_LENGTH) -> CLIPConfig:
-    """The embedded default: a ~0.6 M-parameter CLIP for 64 px renders."""
+    """The embedded default: a ~0.6 M-parameter CLIP for 96 px renders.
+
+    96 px keeps the catalogue's objects several pixels wide; 12 px patches keep the sequence at 64 tokens.
+    """
     return CLIPConfig(
         text=CLIPTextConfig(
             vocab_size=vocab_size,
@@ -49,8 +52,8 @@ def default_config(vocab_size: int, text_length: int = TEXT_LENGTH) -> CLIPConfi
             intermediate_size=384,
             num_hidden_layers=3,
             num_attention_heads=4,
-            image_size=64,
-            patch_size=8,
+            image_size=96,
+            patch_size=12,
         ),
         projection_dim=96,
     )

@@ -173,7 +173,7 @@ def make_train_step(model: CLIPModel, optimizer: optax.GradientTransformation, m
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
         updates, opt = optimizer.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
     return jax.jit(train_step, donate_argnums=0)
