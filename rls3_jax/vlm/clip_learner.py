@@ -140,7 +140,10 @@ class ClipLearner:
         decay_steps: int = 5000,
         dtype: str = "auto",
         base_weights: str | Path | None = None,
+        text_length: int = HF_TEXT_LENGTH,
     ) -> ClipLearner:
+        """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
+        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer."""
         del seed  # parameters come from init_state(seed)
         mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
         resize = None
@@ -160,7 +163,7 @@ class ClipLearner:
 
             config, base_params = load_clip_params(weights)
             tokenizer = _HFTokenizer(
-                load_hf_tokenizer(weights), min(HF_TEXT_LENGTH, config.text.max_position_embeddings)
+                load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings)
             )
             processor = CLIPImagePreprocessor.from_pretrained(weights)
             if processor.crop_size != config.vision.image_size:
@@ -292,6 +295,8 @@ class ClipLearner:
             "input_ids": jnp.asarray(ids),
             "attention_mask": jnp.asarray(mask),
         }
+        # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
+        state = jax.tree_util.tree_map(jnp.copy, state)
         losses = []
         for epoch in range(int(k)):
             order = rng.permutation(n)

@@ -45,7 +45,7 @@ soap sponge brush bucket watering jug pitcher thermos flask tin tissue napkin
 hat shoe shoes bag backpack umbrella bear teddy doll robot statue figurine trophy
 salt shaker coffee maker machine tea wine beer water milk juice sauce cereal
 pencil pen cup holder scissors stapler tape notebook folder printer globe
-kitchen living room bathroom bedroom office dining
+kitchen living room bathroom bedroom office dining studio apartment workshop break
 """.split()
 
 WORDS: tuple[str, ...] = tuple(dict.fromkeys(_TEMPLATE + _QUALIFIERS + _OBJECTS))
