@@ -51,10 +51,10 @@ def save_base_weights(out: Path, config, params, meta: dict) -> Path:
 
 def pretrain(
     seed: int = 0,
-    samples: int = 2000,
-    epochs: int = 6,
+    samples: int = 8000,
+    epochs: int = 4,
     batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 5e-4,
     log=print,
 ):
     """(config, params, meta) after contrastive object-naming pre-training on sim's train split."""
