@@ -124,7 +124,8 @@ def pair_samples(metadatas, seed: int) -> list[dict]:
 
 
 def naming_accuracy(learner, state, images, metadatas, seed: int) -> float:
-    """Fraction of images whose object list outscores 3 lists with one object replaced (chance 1/4)."""
+    """Fraction of images whose pre-training caption outscores the 3 captions with one object replaced
+    (chance 1/4)."""
     from sim.objects import OBJECT_NAMES
 
     rng = np.random.default_rng(seed)
@@ -132,13 +133,13 @@ def naming_accuracy(learner, state, images, metadatas, seed: int) -> float:
     image_embeds = learner._embed(learner._embed_images, params, [images], learner.eval_batch_size)
     texts = []
     for m in metadatas:
-        names = [o["name"] for o in m["objects"]]
-        texts.append(object_list_caption(names, rng))
+        names, scene = [o["name"] for o in m["objects"]], m["scene_name"]
+        texts.append(object_list_caption(names, rng, scene))
         for slot in range(3):
             other = [n for n in OBJECT_NAMES if n not in names]
             wrong = list(names)
             wrong[slot] = other[rng.integers(len(other))]
-            texts.append(object_list_caption(wrong, rng))
+            texts.append(object_list_caption(wrong, rng, scene))
     ids, mask = learner.tokenizer.encode(texts)
     text_embeds = learner._embed(learner._embed_texts, params, [ids, mask], learner.eval_batch_size)
     scores = np.einsum("nd,nkd->nk", image_embeds, text_embeds.reshape(len(images), 4, -1))
