@@ -20,7 +20,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -366,7 +365,3 @@ def from_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
 
     config, params = load_clip_params(path)
     return CLIPModel(config, dtype=dtype), params
-
-
-def as_numpy_tree(tree: Any) -> Any:
-    return jax.tree_util.tree_map(np.asarray, tree)

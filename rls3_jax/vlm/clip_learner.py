@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rls3_jax import prompts
 from rls3_jax.vlm import clip as clip_model
 from rls3_jax.vlm import contrastive
 from rls3_jax.vlm.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
@@ -122,6 +123,7 @@ class ClipLearner:
     tokenizer: Any
     base_params: Any  # numpy tree or None (random init from the seed)
     resize: Callable | None  # host-side uint8 resize + crop when images do not come at image_size
+    mirror_augment: bool  # fine-tune on horizontally mirrored images with left/right swapped, half the time
     _train_step: Callable
     _embed_images: Callable
     _embed_texts: Callable
@@ -141,6 +143,7 @@ class ClipLearner:
         dtype: str = "auto",
         base_weights: str | Path | None = None,
         text_length: int = HF_TEXT_LENGTH,
+        mirror_augment: bool = False,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
         `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer."""
@@ -204,6 +207,7 @@ class ClipLearner:
             tokenizer=tokenizer,
             base_params=base_params,
             resize=resize,
+            mirror_augment=mirror_augment,
             _train_step=contrastive.make_train_step(model, optimizer, mean, std),
             _embed_images=embed_images,
             _embed_texts=embed_texts,
@@ -283,17 +287,19 @@ class ClipLearner:
             return state, []
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         rng = np.random.default_rng(seed)
-        captions = [s["caption"] for s in samples]
-        columns = [captions]
-        if self.negclip:
-            columns += list(contrastive.hard_negative_texts(samples, rng))
-        encoded = [self.tokenizer.encode(c) for c in columns]
-        ids = np.stack([e[0] for e in encoded])  # [C, n, L]
-        mask = np.stack([e[1] for e in encoded])
+        variants = [samples, [mirrored(s) for s in samples]] if self.mirror_augment else [samples]
+        ids, mask = [], []
+        for variant in variants:
+            columns = [[s["caption"] for s in variant]]
+            if self.negclip:
+                columns += list(contrastive.hard_negative_texts(variant, rng))
+            encoded = [self.tokenizer.encode(c) for c in columns]
+            ids.append(np.stack([e[0] for e in encoded]))  # [C, n, L]
+            mask.append(np.stack([e[1] for e in encoded]))
         data = {
             "images": jnp.asarray(images),
-            "input_ids": jnp.asarray(ids),
-            "attention_mask": jnp.asarray(mask),
+            "input_ids": jnp.asarray(np.stack(ids)),  # [variants, C, n, L]
+            "attention_mask": jnp.asarray(np.stack(mask)),
         }
         # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
         state = jax.tree_util.tree_map(jnp.copy, state)
@@ -305,16 +311,41 @@ class ClipLearner:
                 idx = order[start : start + b]
                 valid = np.arange(b) < len(idx)
                 idx = np.concatenate([idx, np.full(b - len(idx), idx[0])])
-                state, metrics = self._train_step(state, _gather(data, jnp.asarray(idx), jnp.asarray(valid)))
+                mirror = (rng.random(b) < 0.5) & self.mirror_augment
+                batch = _gather(data, jnp.asarray(idx), jnp.asarray(valid), jnp.asarray(mirror))
+                state, metrics = self._train_step(state, batch)
                 pending.append(metrics["loss"])
             for i, loss in enumerate(jax.device_get(pending)):
                 losses.append(contrastive.check_finite(float(loss), f"epoch {epoch} step {i} of finetune"))
         return state, losses
 
 
+def mirrored(sample: dict) -> dict:
+    """The sample as seen in the horizontally mirrored image: left and right trade places."""
+    swap = {"left": "right", "right": "left"}
+    terms = prompts.order_terms(tuple(swap.get(t, t) for t in sample["terms"]))
+    return {
+        **sample,
+        "terms": terms,
+        "caption": prompts.caption(sample["located"], sample["reference"], terms),
+    }
+
+
 @jax.jit
-def _gather(data, idx, valid):
-    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step)."""
-    ids = data["input_ids"][:, idx].reshape(-1, data["input_ids"].shape[-1])
-    mask = data["attention_mask"][:, idx].reshape(-1, data["attention_mask"].shape[-1])
-    return {"images": data["images"][idx], "input_ids": ids, "attention_mask": mask, "valid": valid}
+def _gather(data, idx, valid, mirror):
+    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step); where `mirror`,
+    the image is flipped left-right and the texts come from the mirrored variant."""
+    images = data["images"][idx]
+    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+    variant = jnp.where(mirror, data["input_ids"].shape[0] - 1, 0)  # [B]
+
+    def texts(x):  # [V, C, n, L] -> [C * B, L]
+        picked = x[variant[None, :], jnp.arange(x.shape[1])[:, None], idx[None, :]]
+        return picked.reshape(-1, x.shape[-1])
+
+    return {
+        "images": images,
+        "input_ids": texts(data["input_ids"]),
+        "attention_mask": texts(data["attention_mask"]),
+        "valid": valid,
+    }
