@@ -12,6 +12,7 @@ so that loading a checkpoint is a mechanical renaming (see `clip_loading.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -339,12 +340,17 @@ class CLIPModel(nn.Module):
         )
 
 
-def init_params(config: CLIPConfig, seed: int = 0) -> dict:
-    """Random parameters for `config` (float32), deterministic under `seed`."""
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: CLIPConfig):
     model = CLIPModel(config)
     ids = jnp.zeros((1, min(8, config.text.max_position_embeddings)), jnp.int32)
     pixels = jnp.zeros((1, config.vision.num_channels, config.vision.image_size, config.vision.image_size))
-    return jax.jit(model.init)(jax.random.PRNGKey(seed), input_ids=ids, pixel_values=pixels)["params"]
+    return jax.jit(lambda key: model.init(key, input_ids=ids, pixel_values=pixels)["params"])
+
+
+def init_params(config: CLIPConfig, seed: int = 0) -> dict:
+    """Random parameters for `config` (float32), deterministic under `seed` (compiled once per config)."""
+    return _jitted_init(config)(jax.random.PRNGKey(seed))
 
 
 def param_shapes(config: CLIPConfig) -> dict:
