@@ -1,0 +1,202 @@
+"""Our jitted CLIP train step and embedding pass against transformers' PyTorch CLIPModel, side by side.
+
+Same configuration, batch and optimiser (AdamW, global-norm clipping, symmetric contrastive loss) in both;
+prints ONE JSON line with steps/s of each and the ratio (ours / transformers).
+
+    python bench/clip_train_step.py                      # CPU, tiny and small configs, float32
+    python bench/clip_train_step.py --device gpu --size b32 --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from rls3_jax.vlm import clip, contrastive  # noqa: E402
+
+SIZES = {
+    # name: (text width, text layers, vision width, vision layers, heads, image, patch, text length, batch)
+    "tiny": (64, 2, 64, 2, 4, 32, 8, 16, 16),
+    "small": (128, 3, 128, 4, 4, 64, 8, 24, 32),
+    "b32": (512, 12, 768, 12, 8, 224, 32, 32, 64),
+}
+
+
+def hf_config(size: str) -> dict:
+    tw, tl, vw, vl, heads, image, patch, length, _ = SIZES[size]
+    vision_heads = 12 if size == "b32" else heads
+    return {
+        "model_type": "clip",
+        "projection_dim": 512 if size == "b32" else tw,
+        "text_config": dict(
+            vocab_size=49408 if size == "b32" else 1000,
+            hidden_size=tw,
+            intermediate_size=4 * tw,
+            num_hidden_layers=tl,
+            num_attention_heads=heads,
+            max_position_embeddings=max(length, 77) if size == "b32" else length,
+            eos_token_id=999 if size != "b32" else 49407,
+        ),
+        "vision_config": dict(
+            hidden_size=vw,
+            intermediate_size=4 * vw,
+            num_hidden_layers=vl,
+            num_attention_heads=vision_heads,
+            image_size=image,
+            patch_size=patch,
+        ),
+    }
+
+
+def make_batch(size: str, seed: int = 0):
+    _, _, _, _, _, image, _, length, batch = SIZES[size]
+    rng = np.random.default_rng(seed)
+    eos = 49407 if size == "b32" else 999
+    ids = rng.integers(3, eos - 1, size=(batch, length)).astype(np.int32)
+    ends = rng.integers(length // 2, length, size=batch)
+    mask = (np.arange(length)[None] <= ends[:, None]).astype(np.int32)
+    ids[np.arange(batch), ends] = eos
+    ids = np.where(mask > 0, ids, 0)
+    images = rng.integers(0, 256, size=(batch, image, image, 3), dtype=np.uint8)
+    return images, ids, mask
+
+
+def timed(fn, seconds: float, min_iters: int = 3) -> float:
+    """Calls per second of fn (which blocks until its result is ready), after one warm-up call."""
+    fn()
+    n, start = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def bench_jax(size, dtype, seconds):
+    config = clip.CLIPConfig.from_hf_config(hf_config(size))
+    model = clip.CLIPModel(config, dtype=dtype)
+    optimizer = contrastive.make_optimizer(contrastive.TrainConfig(learning_rate=1e-4, warmup_steps=1))
+    holder = {"state": contrastive.init_train_state(clip.init_params(config, 0), optimizer)}
+    step = contrastive.make_train_step(model, optimizer)
+    images, ids, mask = make_batch(size)
+    batch = jax.device_put(
+        {"images": images, "input_ids": ids, "attention_mask": mask, "valid": np.ones(len(images), bool)}
+    )
+
+    def train():
+        holder["state"], metrics = step(holder["state"], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    @jax.jit
+    def embed(params, images, ids, mask):
+        out = model.apply(
+            {"params": params},
+            input_ids=ids,
+            attention_mask=mask,
+            pixel_values=contrastive.to_pixel_values(images, dtype=dtype),
+        )
+        return out.image_embeds, out.text_embeds
+
+    def forward():
+        jax.block_until_ready(
+            embed(holder["state"]["params"], batch["images"], batch["input_ids"], batch["attention_mask"])
+        )
+
+    return timed(train, seconds), timed(forward, seconds)
+
+
+def bench_torch(size, device, dtype, seconds):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.CLIPConfig(**{k: v for k, v in hf_config(size).items() if k != "model_type"})
+    model = transformers.CLIPModel(config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.1)
+    images, ids, mask = make_batch(size)
+    mean = torch.tensor(contrastive.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(contrastive.CLIP_STD).view(1, 3, 1, 1)
+    pixels = ((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std).to(device)
+    ids_t, mask_t = torch.from_numpy(ids).long().to(device), torch.from_numpy(mask).long().to(device)
+    autocast = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = model(input_ids=ids_t, attention_mask=mask_t, pixel_values=pixels, return_loss=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        out.loss.item()
+        sync()
+
+    def forward():
+        with torch.no_grad(), autocast:
+            out = model(input_ids=ids_t, attention_mask=mask_t, pixel_values=pixels)
+        out.image_embeds.float().sum().item()
+        sync()
+
+    return timed(train, seconds), timed(forward, seconds)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument(
+        "--size", action="append", choices=sorted(SIZES), help="repeatable; default tiny+small"
+    )
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing window per measurement")
+    args = parser.parse_args()
+    sizes = args.size or ["tiny", "small"]
+    if args.device == "gpu" and jax.default_backend() != "gpu":
+        raise SystemExit("--device gpu: JAX sees no GPU (install jax[cuda12])")
+    if args.device == "cpu" and jax.default_backend() != "cpu":
+        jax.config.update("jax_platform_name", "cpu")
+    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    results = {}
+    for size in sizes:
+        jax_train, jax_embed = bench_jax(size, dtype, args.seconds)
+        torch_train, torch_embed = bench_torch(
+            size, "cuda" if args.device == "gpu" else "cpu", args.dtype, args.seconds
+        )
+        results[size] = {
+            "batch": SIZES[size][-1],
+            "jax_train_steps_per_s": round(jax_train, 3),
+            "torch_train_steps_per_s": round(torch_train, 3),
+            "train_ratio": round(jax_train / torch_train, 3),
+            "jax_embed_per_s": round(jax_embed, 3),
+            "torch_embed_per_s": round(torch_embed, 3),
+            "embed_ratio": round(jax_embed / torch_embed, 3),
+        }
+    import torch
+
+    print(
+        json.dumps(
+            {
+                "bench": "clip_train_step",
+                "device": args.device,
+                "dtype": args.dtype,
+                "cpu_count": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+                "jax": jax.__version__,
+                "torch": torch.__version__,
+                "results": results,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""CLIP / NegCLIP as the RLS3 loop's VLM learner: evaluate on the episode's samples, fine-tune on a batch.
+
+`ClipLearner.create(weights=None)` is the embedded default: a small CLIP (96 px images, closed-vocabulary
+word tokenizer) starting from the base weights shipped in `rls3_jax/assets/clip_base.safetensors` (trained
+by `python -m rls3_jax.vlm.pretrain_clip` to name the objects of the training scenes, never their spatial
+relations), or from a random init when that file is absent. `create(weights=<dir>)` loads a Hugging Face CLIP
+checkpoint directory with its own tokenizer and preprocessing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rls3_jax.vlm import clip as clip_model
+from rls3_jax.vlm import contrastive
+from rls3_jax.vlm.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from rls3_jax.vlm.tokenizer import WORDS, WordTokenizer
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+BASE_WEIGHTS = ASSETS / "clip_base.safetensors"
+TEXT_LENGTH = 24  # closed-vocabulary captions are at most ~18 words
+HF_TEXT_LENGTH = 32  # BPE splits words further
+
+
+def default_config(vocab_size: int, text_length: int = TEXT_LENGTH) -> CLIPConfig:
+    """The embedded default: a ~0.6 M-parameter CLIP for 96 px renders.
+
+    96 px keeps the catalogue's objects several pixels wide; 12 px patches keep the sequence at 64 tokens.
+    """
+    return CLIPConfig(
+        text=CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=96,
+            intermediate_size=384,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=text_length,
+            pad_token_id=0,
+            eos_token_id=1,
+            bos_token_id=2,
+        ),
+        vision=CLIPVisionConfig(
+            hidden_size=96,
+            intermediate_size=384,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            image_size=96,
+            patch_size=12,
+        ),
+        projection_dim=96,
+    )
+
+
+def compute_dtype(dtype: str = "auto"):
+    """bfloat16 on accelerators, float32 on CPU (where XLA's bf16 matmuls are slower)."""
+    if dtype == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}[dtype]
+
+
+def load_base_weights(path: Path = BASE_WEIGHTS) -> tuple[CLIPConfig, dict, list[str]]:
+    """(config, params, tokenizer words) of a base-weights file written by `pretrain_clip`."""
+    from safetensors.numpy import load_file
+
+    from rls3_jax.vlm.clip_loading import _unflatten, hf_name, hf_to_flax
+
+    meta_file = path.with_suffix(".json")
+    if not meta_file.is_file():
+        raise FileNotFoundError(f"base weights {path} have no {meta_file.name} beside them")
+    with open(meta_file) as f:
+        meta = json.load(f)
+    config = CLIPConfig.from_hf_config(meta["config"], source=str(meta_file))
+    tensors = load_file(str(path))
+    params = {}
+    for keypath, expected in jax.tree_util.tree_flatten_with_path(clip_model.param_shapes(config))[0]:
+        p = tuple(k.key for k in keypath)
+        name = hf_name(p)
+        if name not in tensors:
+            raise KeyError(f"base weights {path} lack parameter {name}")
+        value = hf_to_flax(p, tensors[name])
+        if value.shape != expected.shape:
+            raise ValueError(
+                f"base weights {path}: {name} has shape {value.shape}, expected {expected.shape}"
+            )
+        params[p] = value.astype(np.float32)
+    return config, _unflatten(params), list(meta["words"])
+
+
+class _HFTokenizer:
+    """A transformers tokenizer behind WordTokenizer's `encode` (fixed length, so shapes never change)."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def encode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.tokenizer(list(texts), padding="max_length", max_length=self.max_length, truncation=False)
+        ids = np.asarray(out["input_ids"], np.int32)
+        if ids.ndim != 2 or ids.shape[1] != self.max_length:
+            raise ValueError(f"a text is longer than {self.max_length} tokens: {texts}")
+        return ids, np.asarray(out["attention_mask"], np.int32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ClipLearner:
+    """Model, static configuration and jitted functions; all mutable state lives in `state`."""
+
+    name: str
+    model: CLIPModel
+    image_size: int
+    negclip: bool
+    batch_size: int
+    eval_batch_size: int
+    train_config: contrastive.TrainConfig
+    tokenizer: Any
+    base_params: Any  # numpy tree or None (random init from the seed)
+    resize: Callable | None  # host-side uint8 resize + crop when images do not come at image_size
+    _train_step: Callable
+    _embed_images: Callable
+    _embed_texts: Callable
+
+    @classmethod
+    def create(
+        cls,
+        weights: str | None = None,
+        *,
+        seed: int = 0,
+        negclip: bool = False,
+        batch_size: int = 64,
+        eval_batch_size: int = 128,
+        learning_rate: float | None = None,
+        warmup_steps: int = 20,
+        decay_steps: int = 5000,
+        dtype: str = "auto",
+        base_weights: str | Path | None = None,
+        text_length: int = HF_TEXT_LENGTH,
+    ) -> ClipLearner:
+        """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
+        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer."""
+        del seed  # parameters come from init_state(seed)
+        mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
+        resize = None
+        if weights is None:
+            base = Path(base_weights) if base_weights is not None else BASE_WEIGHTS
+            if base.is_file():
+                config, base_params, words = load_base_weights(base)
+            else:
+                if base_weights is not None:
+                    raise FileNotFoundError(f"base weights {base} do not exist")
+                words, base_params = list(WORDS), None
+                config = default_config(WordTokenizer(words).vocab_size)
+            tokenizer = WordTokenizer(words, max_length=config.text.max_position_embeddings)
+            default_lr = 3e-4
+        else:
+            from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
+
+            config, base_params = load_clip_params(weights)
+            tokenizer = _HFTokenizer(
+                load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings)
+            )
+            processor = CLIPImagePreprocessor.from_pretrained(weights)
+            if processor.crop_size != config.vision.image_size:
+                raise ValueError(
+                    f"{weights}: preprocessor crop_size {processor.crop_size} != model image_size "
+                    f"{config.vision.image_size}"
+                )
+            mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+            resize = lambda images: np.stack([processor.center_crop(processor.resize(im)) for im in images])
+            default_lr = 1e-5
+        model = CLIPModel(config, dtype=compute_dtype(dtype))
+        train_config = contrastive.TrainConfig(
+            learning_rate=default_lr if learning_rate is None else learning_rate,
+            warmup_steps=warmup_steps,
+            decay_steps=decay_steps,
+        )
+        optimizer = contrastive.make_optimizer(train_config)
+
+        @jax.jit
+        def embed_images(params, images):
+            pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
+            feats = model.apply({"params": params}, pixels, method=CLIPModel.get_image_features)
+            return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+
+        @jax.jit
+        def embed_texts(params, ids, mask):
+            feats = model.apply({"params": params}, ids, mask, method=CLIPModel.get_text_features)
+            return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+
+        return cls(
+            name="negclip" if negclip else "clip",
+            model=model,
+            image_size=config.vision.image_size,
+            negclip=negclip,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            train_config=train_config,
+            tokenizer=tokenizer,
+            base_params=base_params,
+            resize=resize,
+            _train_step=contrastive.make_train_step(model, optimizer, mean, std),
+            _embed_images=embed_images,
+            _embed_texts=embed_texts,
+        )
+
+    # -- state -----------------------------------------------------------------------------------------
+    def init_state(self, seed: int = 0) -> dict:
+        params = self.base_params
+        if params is None:
+            params = clip_model.init_params(self.model.config, seed)
+        return contrastive.init_train_state(params, contrastive.make_optimizer(self.train_config))
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _images(self, images) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            if self.resize is None:
+                raise ValueError(
+                    f"images are {images.shape[1]}x{images.shape[2]}, the learner expects "
+                    f"{self.image_size}x{self.image_size}"
+                )
+            images = self.resize(images)
+        return images
+
+    def _embed(self, fn, params, arrays: Sequence[np.ndarray], size: int) -> np.ndarray:
+        """Apply a jitted embedding in fixed-size chunks (the last one padded) -> numpy [N, D]."""
+        n = len(arrays[0])
+        out = []
+        for start in range(0, n, size):
+            chunk = [a[start : start + size] for a in arrays]
+            pad = size - len(chunk[0])
+            if pad:
+                chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
+            out.append(fn(params, *chunk))
+        return np.concatenate([np.asarray(o) for o in out])[:n] if out else np.zeros((0, 1), np.float32)
+
+    # -- contract --------------------------------------------------------------------------------------
+    def evaluate(self, state: dict, images, samples: Sequence[dict]) -> dict:
+        images = self._images(images)
+        if len(images) != len(samples):
+            raise ValueError(f"{len(images)} images but {len(samples)} samples")
+        if not samples:
+            raise ValueError("evaluate needs at least one sample")
+        params = state["params"]
+        n = len(samples)
+        term_swapped, object_swapped = contrastive.hard_negative_texts(samples)
+        ids, mask = self.tokenizer.encode([s["caption"] for s in samples] + term_swapped + object_swapped)
+        image_embeds = self._embed(self._embed_images, params, [images], self.eval_batch_size)
+        text_embeds = self._embed(self._embed_texts, params, [ids, mask], self.eval_batch_size)
+        texts = text_embeds.reshape(3, n, -1)
+        scores = contrastive.hard_negative_scores(image_embeds, texts[0], texts[1:])
+        correct = contrastive.hard_negative_correct(scores).astype(np.float64)
+        scale = float(np.exp(min(float(params["logit_scale"]), contrastive.MAX_LOGIT_SCALE)))
+        columns = text_embeds if self.negclip else texts[0]
+        logits = scale * image_embeds.astype(np.float64) @ columns.astype(np.float64).T
+        loss, per_sample_loss = contrastive.contrastive_loss(logits, xp=np)
+        per_term, per_complexity = contrastive.breakdown(correct, samples)
+        return {
+            "metric": float(correct.mean()),
+            "loss": float(loss),
+            "reward": float(loss) ** 2,  # J2 = L^2 (Eq. 3)
+            "per_sample_reward": per_sample_loss**2,
+            "per_sample_metric": correct,
+            "per_term": per_term,
+            "per_complexity": per_complexity,
+        }
+
+    def finetune(self, state: dict, images, samples: Sequence[dict], k: int, key) -> tuple[dict, list[float]]:
+        """k epochs of shuffled minibatches of `batch_size` (the last one padded and masked)."""
+        images = self._images(images)
+        n, b = len(samples), self.batch_size
+        if len(images) != n:
+            raise ValueError(f"{len(images)} images but {n} samples")
+        if n == 0:
+            return state, []
+        seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+        rng = np.random.default_rng(seed)
+        captions = [s["caption"] for s in samples]
+        columns = [captions]
+        if self.negclip:
+            columns += list(contrastive.hard_negative_texts(samples, rng))
+        encoded = [self.tokenizer.encode(c) for c in columns]
+        ids = np.stack([e[0] for e in encoded])  # [C, n, L]
+        mask = np.stack([e[1] for e in encoded])
+        data = {
+            "images": jnp.asarray(images),
+            "input_ids": jnp.asarray(ids),
+            "attention_mask": jnp.asarray(mask),
+        }
+        # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
+        state = jax.tree_util.tree_map(jnp.copy, state)
+        losses = []
+        for epoch in range(int(k)):
+            order = rng.permutation(n)
+            pending = []
+            for start in range(0, n, b):
+                idx = order[start : start + b]
+                valid = np.arange(b) < len(idx)
+                idx = np.concatenate([idx, np.full(b - len(idx), idx[0])])
+                state, metrics = self._train_step(state, _gather(data, jnp.asarray(idx), jnp.asarray(valid)))
+                pending.append(metrics["loss"])
+            for i, loss in enumerate(jax.device_get(pending)):
+                losses.append(contrastive.check_finite(float(loss), f"epoch {epoch} step {i} of finetune"))
+        return state, losses
+
+
+@jax.jit
+def _gather(data, idx, valid):
+    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step)."""
+    ids = data["input_ids"][:, idx].reshape(-1, data["input_ids"].shape[-1])
+    mask = data["attention_mask"][:, idx].reshape(-1, data["attention_mask"].shape[-1])
+    return {"images": data["images"][idx], "input_ids": ids, "attention_mask": mask, "valid": valid}

@@ -1,0 +1,194 @@
+"""Base weights of the embedded default CLIP: contrastive pre-training on *naming* the objects of the
+training scenes ("a blender, a plate and a yellow bowl", objects in random order), never on where they are.
+
+Like the paper's pretrained VLMs, the result sees the objects but has not been taught their spatial
+relations; the spatial skill must come from the RLS3 loop. Reproduce the shipped file with
+
+    python -m rls3_jax.vlm.pretrain_clip --seed 0 --out rls3_jax/assets/clip_base.safetensors
+
+which writes the safetensors (transformers' parameter names) and a JSON beside it (config, tokenizer
+words, how it was made).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from safetensors.numpy import save_file
+
+from rls3_jax.vlm import clip as clip_model
+from rls3_jax.vlm import contrastive
+from rls3_jax.vlm.clip_learner import default_config
+from rls3_jax.vlm.clip_loading import _paths, flax_to_hf, hf_name
+from rls3_jax.vlm.tokenizer import WORDS, WordTokenizer
+
+
+def object_list_caption(names, rng: np.random.Generator, scene: str | None = None) -> str:
+    """'a blender, a plate and a yellow bowl in the kitchen' with the objects in a random order.
+
+    The scene name gives contrastive training an easy first signal (images of one scene look alike), so
+    the towers leave the collapsed start before they learn the small objects."""
+    names = [names[i] for i in rng.permutation(len(names))]
+    text = ", ".join(f"a {n}" for n in names[:-1]) + f" and a {names[-1]}"
+    return text if scene is None else f"{text} in the {scene}"
+
+
+def save_base_weights(out: Path, config, params, meta: dict) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in _paths(params)
+    }
+    save_file(tensors, str(out), metadata={"format": "pt"})
+    with open(out.with_suffix(".json"), "w") as f:
+        json.dump({"config": config.to_hf_config(), "words": list(WORDS), **meta}, f, indent=1)
+    return out
+
+
+def pretrain(
+    seed: int = 0,
+    samples: int = 8000,
+    epochs: int = 4,
+    batch_size: int = 64,
+    learning_rate: float = 5e-4,
+    log=print,
+):
+    """(config, params, meta) after contrastive object-naming pre-training on sim's train split."""
+    import sim  # the simulator renders the training scenes
+
+    start = time.time()
+    tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
+    config = default_config(tokenizer.vocab_size)
+    size = config.vision.image_size
+    images, metadatas = sim.generate_samples("train", samples, seed, image_size=size)
+    names = [[o["name"] for o in m["objects"]] for m in metadatas]
+    scenes = [m["scene_name"] for m in metadatas]
+    log(f"rendered {samples} training-scene images at {size} px in {time.time() - start:.0f} s")
+
+    steps_per_epoch = samples // batch_size
+    train_config = contrastive.TrainConfig(
+        learning_rate=learning_rate,
+        warmup_steps=50,
+        decay_steps=epochs * steps_per_epoch,
+        end_learning_rate_factor=0.05,
+        weight_decay=0.05,
+    )
+    optimizer = contrastive.make_optimizer(train_config)
+    model = clip_model.CLIPModel(config)
+    state = contrastive.init_train_state(clip_model.init_params(config, seed), optimizer)
+    step = contrastive.make_train_step(model, optimizer)
+    device_images = jax.numpy.asarray(images)
+    rng = np.random.default_rng(seed)
+    valid = jax.numpy.ones((batch_size,), bool)
+    losses = []
+    for epoch in range(epochs):
+        order = rng.permutation(samples)
+        epoch_losses = []
+        for s in range(steps_per_epoch):
+            idx = order[s * batch_size : (s + 1) * batch_size]
+            ids, mask = tokenizer.encode([object_list_caption(names[i], rng, scenes[i]) for i in idx])
+            batch = {"images": device_images[idx], "input_ids": ids, "attention_mask": mask, "valid": valid}
+            state, metrics = step(state, batch)
+            epoch_losses.append(metrics["loss"])
+        epoch_losses = [float(v) for v in jax.device_get(epoch_losses)]
+        losses.append(float(np.mean(epoch_losses)))
+        contrastive.check_finite(losses[-1], f"pre-training epoch {epoch}")
+        log(f"epoch {epoch}: loss {losses[-1]:.3f} ({time.time() - start:.0f} s)")
+    meta = {
+        "seed": seed,
+        "samples": samples,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "task": "contrastive object naming on sim train-split renders (no spatial terms)",
+        "epoch_losses": losses,
+        "seconds": round(time.time() - start, 1),
+    }
+    return config, jax.device_get(state["params"]), meta
+
+
+def pair_samples(metadatas, seed: int) -> list[dict]:
+    """One random (located, reference) pair per scene, described by the prompt generator."""
+    from rls3_jax.prompts import describe_pair
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for m in metadatas:
+        i, j = rng.choice(len(m["objects"]), 2, replace=False)
+        out.append(describe_pair(m, int(i), int(j)))
+    return out
+
+
+def naming_accuracy(learner, state, images, metadatas, seed: int) -> float:
+    """Fraction of images whose pre-training caption outscores the 3 captions with one object replaced
+    (chance 1/4)."""
+    from sim.objects import OBJECT_NAMES
+
+    rng = np.random.default_rng(seed)
+    params = state["params"]
+    image_embeds = learner._embed(learner._embed_images, params, [images], learner.eval_batch_size)
+    texts = []
+    for m in metadatas:
+        names, scene = [o["name"] for o in m["objects"]], m["scene_name"]
+        texts.append(object_list_caption(names, rng, scene))
+        for slot in range(3):
+            other = [n for n in OBJECT_NAMES if n not in names]
+            wrong = list(names)
+            wrong[slot] = other[rng.integers(len(other))]
+            texts.append(object_list_caption(wrong, rng, scene))
+    ids, mask = learner.tokenizer.encode(texts)
+    text_embeds = learner._embed(learner._embed_texts, params, [ids, mask], learner.eval_batch_size)
+    scores = np.einsum("nd,nkd->nk", image_embeds, text_embeds.reshape(len(images), 4, -1))
+    return float(np.mean(scores[:, 0] > scores[:, 1:].max(axis=1)))
+
+
+def evaluate_base(path: Path, samples: int = 300, seed: int = 1) -> dict:
+    """Spatial accuracy (caption vs its two hard negatives, chance 1/3) on the test split and object-naming
+    accuracy on the val split, for the base weights at `path`."""
+    import sim
+    from rls3_jax.vlm.clip_learner import ClipLearner
+
+    learner = ClipLearner.create(base_weights=path)
+    state = learner.init_state(0)
+    images, metadatas = sim.generate_samples("test", samples, seed, image_size=learner.image_size)
+    spatial = learner.evaluate(state, images, pair_samples(metadatas, seed))
+    val_images, val_meta = sim.generate_samples("val", samples, seed, image_size=learner.image_size)
+    return {
+        "test_spatial_accuracy": spatial["metric"],
+        "test_spatial_per_term": spatial["per_term"],
+        "test_spatial_per_complexity": {str(k): v for k, v in spatial["per_complexity"].items()},
+        "val_naming_accuracy": naming_accuracy(learner, state, val_images, val_meta, seed),
+        "eval_samples": samples,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("rls3_jax/assets/clip_base.safetensors"))
+    parser.add_argument("--samples", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    args = parser.parse_args(argv)
+    config, params, meta = pretrain(args.seed, args.samples, args.epochs, args.batch_size, args.learning_rate)
+    out = save_base_weights(args.out, config, params, meta)
+    meta.update(evaluate_base(out))
+    save_base_weights(args.out, config, params, meta)
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "bytes": out.stat().st_size,
+                **{k: v for k, v in meta.items() if k != "epoch_losses"},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
