@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 
@@ -149,6 +150,20 @@ def bench_torch(size, device, dtype, seconds):
     return timed(train, seconds), timed(forward, seconds)
 
 
+def run_one(framework: str, args) -> dict:
+    """Measurements of one framework in this process: {size: (train steps/s, embed passes/s)}."""
+    out = {}
+    for size in args.size:
+        if framework == "jax":
+            if args.device == "gpu" and jax.default_backend() != "gpu":
+                raise SystemExit("--device gpu: JAX sees no GPU (install jax[cuda12])")
+            dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+            out[size] = bench_jax(size, dtype, args.seconds)
+        else:
+            out[size] = bench_torch(size, "cuda" if args.device == "gpu" else "cpu", args.dtype, args.seconds)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
@@ -157,19 +172,34 @@ def main():
     )
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing window per measurement")
+    parser.add_argument("--only", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    sizes = args.size or ["tiny", "small"]
-    if args.device == "gpu" and jax.default_backend() != "gpu":
-        raise SystemExit("--device gpu: JAX sees no GPU (install jax[cuda12])")
-    if args.device == "cpu" and jax.default_backend() != "cpu":
-        jax.config.update("jax_platform_name", "cpu")
-    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    args.size = args.size or ["tiny", "small"]
+    if args.only:
+        print(json.dumps(run_one(args.only, args)))
+        return
+    # Each framework in its own process: their CPU thread pools would otherwise fight over the cores.
+    measured = {}
+    for framework in ("jax", "torch"):
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--only",
+            framework,
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--seconds",
+            str(args.seconds),
+        ]
+        for size in args.size:
+            cmd += ["--size", size]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        measured[framework] = json.loads(done.stdout.strip().splitlines()[-1])
     results = {}
-    for size in sizes:
-        jax_train, jax_embed = bench_jax(size, dtype, args.seconds)
-        torch_train, torch_embed = bench_torch(
-            size, "cuda" if args.device == "gpu" else "cpu", args.dtype, args.seconds
-        )
+    for size in args.size:
+        (jax_train, jax_embed), (torch_train, torch_embed) = measured["jax"][size], measured["torch"][size]
         results[size] = {
             "batch": SIZES[size][-1],
             "jax_train_steps_per_s": round(jax_train, 3),

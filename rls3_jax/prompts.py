@@ -48,7 +48,9 @@ _PHRASE = {
 QUESTION = "What is the position of {located} relative to {reference}?"
 
 
-def horizontal_angle(located: Sequence[float], reference: Sequence[float], camera_forward: Sequence[float]) -> float:
+def horizontal_angle(
+    located: Sequence[float], reference: Sequence[float], camera_forward: Sequence[float]
+) -> float:
     """Angle of the offset in degrees in [0, 360): 0 = away from the camera, 90 = to its right."""
     dx, dz = located[0] - reference[0], located[2] - reference[2]
     fx, fz = camera_forward[0], camera_forward[2]
@@ -120,7 +122,9 @@ def object_swapped_caption(located_name: str, reference_name: str, terms: Sequen
     return caption(reference_name, located_name, terms)
 
 
-def hard_negatives(located_name: str, reference_name: str, terms: Sequence[str], rng: random.Random | None = None):
+def hard_negatives(
+    located_name: str, reference_name: str, terms: Sequence[str], rng: random.Random | None = None
+):
     """NegCLIP's two hard negatives: (term swapped, objects swapped)."""
     index = rng.randrange(len(terms)) if rng is not None else 0
     return (

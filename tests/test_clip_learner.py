@@ -134,3 +134,24 @@ def test_learner_on_a_hugging_face_checkpoint(tmp_path):
     assert np.isfinite(learner.evaluate(state, bigger, samples)["loss"])
     state, losses = learner.finetune(state, images, samples, 1, jax.random.PRNGKey(0))
     assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_mirrored_sample_swaps_left_and_right_only():
+    from rls3_jax.vlm.clip_learner import mirrored
+
+    sample = {"located": "cup", "reference": "lamp", "terms": ("above", "left"), "caption": "x"}
+    assert mirrored(sample)["terms"] == ("above", "right")
+    assert mirrored(sample)["caption"] == "The cup is above and to the right of the lamp."
+    assert mirrored(mirrored(sample))["terms"] == sample["terms"]
+
+
+def test_finetuning_learns_the_training_samples(learner):
+    """A short NegCLIP fine-tune of the embedded default on a few hundred training-scene samples lifts the
+    hard-negative accuracy on those samples from about chance (1/3) to well above it."""
+    images, samples = _samples(learner, "train", 192, 5)
+    state = learner.init_state(0)
+    before = learner.evaluate(state, images, samples)["metric"]
+    state, losses = learner.finetune(state, images, samples, 6, jax.random.PRNGKey(0))
+    after = learner.evaluate(state, images, samples)["metric"]
+    assert before < 0.45 and after > 0.6, (before, after)
+    assert np.mean(losses[-24:]) < np.mean(losses[:24])

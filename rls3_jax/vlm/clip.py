@@ -12,6 +12,7 @@ so that loading a checkpoint is a mechanical renaming (see `clip_loading.py`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -20,7 +21,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -340,12 +340,17 @@ class CLIPModel(nn.Module):
         )
 
 
-def init_params(config: CLIPConfig, seed: int = 0) -> dict:
-    """Random parameters for `config` (float32), deterministic under `seed`."""
+@functools.lru_cache(maxsize=16)
+def _jitted_init(config: CLIPConfig):
     model = CLIPModel(config)
     ids = jnp.zeros((1, min(8, config.text.max_position_embeddings)), jnp.int32)
     pixels = jnp.zeros((1, config.vision.num_channels, config.vision.image_size, config.vision.image_size))
-    return jax.jit(model.init)(jax.random.PRNGKey(seed), input_ids=ids, pixel_values=pixels)["params"]
+    return jax.jit(lambda key: model.init(key, input_ids=ids, pixel_values=pixels)["params"])
+
+
+def init_params(config: CLIPConfig, seed: int = 0) -> dict:
+    """Random parameters for `config` (float32), deterministic under `seed` (compiled once per config)."""
+    return _jitted_init(config)(jax.random.PRNGKey(seed))
 
 
 def param_shapes(config: CLIPConfig) -> dict:
@@ -366,7 +371,3 @@ def from_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[
 
     config, params = load_clip_params(path)
     return CLIPModel(config, dtype=dtype), params
-
-
-def as_numpy_tree(tree: Any) -> Any:
-    return jax.tree_util.tree_map(np.asarray, tree)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rls3_jax import sharding
+from rls3_jax import prompts, sharding
 from rls3_jax.vlm import clip as clip_model
 from rls3_jax.vlm import contrastive
 from rls3_jax.vlm.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
@@ -123,10 +123,11 @@ class ClipLearner:
     tokenizer: Any
     base_params: Any  # numpy tree or None (random init from the seed)
     resize: Callable | None  # host-side uint8 resize + crop when images do not come at image_size
+    mirror_augment: bool  # fine-tune on horizontally mirrored images with left/right swapped, half the time
     _train_step: Callable
     _embed_images: Callable
     _embed_texts: Callable
-    _gather: Callable  # (fine-tuning set, indices, valid) -> a minibatch sharded over the mesh
+    _gather: Callable  # (fine-tuning set, indices, valid, mirror) -> a minibatch sharded over the mesh
     mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
     state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
 
@@ -145,10 +146,11 @@ class ClipLearner:
         dtype: str = "auto",
         base_weights: str | Path | None = None,
         text_length: int = HF_TEXT_LENGTH,
+        mirror_augment: bool = False,
         mesh=None,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
-        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer;
+        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer.;
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`; batch sizes round up to its size)."""
         del seed  # parameters come from init_state(seed)
         mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
@@ -216,13 +218,14 @@ class ClipLearner:
             tokenizer=tokenizer,
             base_params=base_params,
             resize=resize,
+            mirror_augment=mirror_augment,
             _train_step=contrastive.make_train_step(
                 model, optimizer, mean, std, (state_sh, batch_sh, replicated)),
             _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
                                   out_shardings=replicated),
             _embed_texts=jax.jit(embed_texts, in_shardings=(state_sh["params"], batch_sh, batch_sh),
                                  out_shardings=replicated),
-            _gather=jax.jit(_gather, in_shardings=(replicated, replicated, replicated), out_shardings=batch_sh),
+            _gather=jax.jit(_gather, in_shardings=(replicated,) * 4, out_shardings=batch_sh),
             mesh=mesh,
             state_sharding=state_sh,
         )
@@ -308,15 +311,20 @@ class ClipLearner:
             return state, []
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         rng = np.random.default_rng(seed)
-        captions = [s["caption"] for s in samples]
-        columns = [captions]
-        if self.negclip:
-            columns += list(contrastive.hard_negative_texts(samples, rng))
-        encoded = [self.tokenizer.encode(c) for c in columns]
-        ids = np.stack([e[0] for e in encoded])  # [C, n, L]
-        mask = np.stack([e[1] for e in encoded])
+        variants = [samples, [mirrored(s) for s in samples]] if self.mirror_augment else [samples]
+        ids, mask = [], []
+        for variant in variants:
+            columns = [[s["caption"] for s in variant]]
+            if self.negclip:
+                columns += list(contrastive.hard_negative_texts(variant, rng))
+            encoded = [self.tokenizer.encode(c) for c in columns]
+            ids.append(np.stack([e[0] for e in encoded]))  # [C, n, L]
+            mask.append(np.stack([e[1] for e in encoded]))
         replicated = sharding.replicated(self.mesh)
-        data = sharding.put({"images": images, "input_ids": ids, "attention_mask": mask}, replicated)
+        data = sharding.put(
+            {"images": images, "input_ids": np.stack(ids), "attention_mask": np.stack(mask)},  # [variants, C, n, L]
+            replicated,
+        )
         # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
         state = _copy(self.place(state))
         losses = []
@@ -327,12 +335,24 @@ class ClipLearner:
                 idx = order[start : start + b]
                 valid = np.arange(b) < len(idx)
                 idx = np.concatenate([idx, np.full(b - len(idx), idx[0])])
-                minibatch = self._gather(data, *sharding.put((idx, valid), replicated))
-                state, metrics = self._train_step(state, minibatch)
+                mirror = (rng.random(b) < 0.5) & self.mirror_augment
+                batch = self._gather(data, *sharding.put((idx, valid, mirror), replicated))
+                state, metrics = self._train_step(state, batch)
                 pending.append(metrics["loss"])
             for i, loss in enumerate(jax.device_get(pending)):
                 losses.append(contrastive.check_finite(float(loss), f"epoch {epoch} step {i} of finetune"))
         return state, losses
+
+
+def mirrored(sample: dict) -> dict:
+    """The sample as seen in the horizontally mirrored image: left and right trade places."""
+    swap = {"left": "right", "right": "left"}
+    terms = prompts.order_terms(tuple(swap.get(t, t) for t in sample["terms"]))
+    return {
+        **sample,
+        "terms": terms,
+        "caption": prompts.caption(sample["located"], sample["reference"], terms),
+    }
 
 
 @jax.jit
@@ -341,8 +361,20 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
-def _gather(data, idx, valid):
-    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step)."""
-    ids = data["input_ids"][:, idx].reshape(-1, data["input_ids"].shape[-1])
-    mask = data["attention_mask"][:, idx].reshape(-1, data["attention_mask"].shape[-1])
-    return {"images": data["images"][idx], "input_ids": ids, "attention_mask": mask, "valid": valid}
+def _gather(data, idx, valid, mirror):
+    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step); where `mirror`,
+    the image is flipped left-right and the texts come from the mirrored variant."""
+    images = data["images"][idx]
+    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1], images)
+    variant = jnp.where(mirror, data["input_ids"].shape[0] - 1, 0)  # [B]
+
+    def texts(x):  # [V, C, n, L] -> [C * B, L]
+        picked = x[variant[None, :], jnp.arange(x.shape[1])[:, None], idx[None, :]]
+        return picked.reshape(-1, x.shape[-1])
+
+    return {
+        "images": images,
+        "input_ids": texts(data["input_ids"]),
+        "attention_mask": texts(data["attention_mask"]),
+        "valid": valid,
+    }
