@@ -292,9 +292,18 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
 
     learner = make_learner(config)
     (val_images, val_samples), (test_images, test_samples) = _fixed_sets(config, out, learner.image_size)
-    env = make_env(config, "train", learner.image_size)
-    obs_dim = int(env.observation_space.shape[0])
-    act_dim = int(env.action_space.shape[0])
+    if config.num_envs > 1:
+        if config.env != "sim":
+            raise RunError(f"--num-envs {config.num_envs}: parallel environments run the simulator (--env sim) only")
+        from rls3_jax import parallel_envs
+
+        env = parallel_envs.make_vector_env(lambda: make_env(config, "train", learner.image_size), config.num_envs)
+        space = env.single_observation_space, env.single_action_space
+    else:
+        env = make_env(config, "train", learner.image_size)
+        space = env.observation_space, env.action_space
+    obs_dim = int(space[0].shape[0])
+    act_dim = int(space[1].shape[0])
     agent = _agent_module(config)
     from rls3_jax.sac import buffer as replay
 
@@ -367,8 +376,12 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                     episode_seed = int(np.random.SeedSequence([config.seed, iteration, episode]).generate_state(1)[0])
                     if config.agent == "random":  # actions from the episode's seed: the same for any process count
                         agent_state = agent_state.replace(rng=jax.random.PRNGKey(episode_seed))
-                    agent_state, buffer, images, metadatas, valid_indices, last_index, n = _run_episode(
-                        env, agent, agent_state, buffer, config, episode_seed, timers)
+                    if config.num_envs > 1:
+                        agent_state, buffer, images, metadatas, valid_indices, last_index, n = parallel_envs.run_episode(
+                            env, agent, agent_state, buffer, config.t0, config.episode_step_limit, episode_seed, timers)
+                    else:
+                        agent_state, buffer, images, metadatas, valid_indices, last_index, n = _run_episode(
+                            env, agent, agent_state, buffer, config, episode_seed, timers)
                     local = {"images": np.stack(images) if images else np.zeros((0, *image_shape), np.uint8),
                              "metadatas": metadatas, "steps": n}
                 round_episodes = distributed.allgather_episodes(local, image_shape)
