@@ -282,6 +282,10 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         config = config.replace(budget=budget)
     if config.weights is not None and not Path(config.weights).is_dir():
         raise RunError(f"--weights {config.weights}: no such directory")
+    try:
+        sharding.parse_mesh(config.mesh, jax.device_count())
+    except ValueError as err:
+        raise RunError(str(err)) from None
     if resume and not (out / CHECKPOINT_DIR).is_dir() and (out / RUN_FILE).is_file():
         resume_from_scratch = True
     else:

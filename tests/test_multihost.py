@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--vlm", "paligemma", "--agent", "random", "--preset", "smoke", "--iterations", "1", "--episodes", "3",
@@ -77,3 +78,18 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(p.name for p in (two / "vlm_checkpoints").iterdir()) == ["00001"]
     assert (two / "checkpoint").is_dir() and (two / "checkpoint_process1").is_dir()
     assert not (one / "vlm_checkpoints").exists()
+
+
+def test_incomplete_process_flags_are_refused(monkeypatch):
+    from rls3_jax import distributed
+
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    distributed.initialize()  # nothing given: a single-process run, nothing to join
+    with pytest.raises(ValueError, match="go together"):
+        distributed.initialize("127.0.0.1:1234", 2, None)
+    with pytest.raises(ValueError, match="--process-id 2 is not in 0..1"):
+        distributed.initialize("127.0.0.1:1234", 2, 2)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two'"):
+        distributed.initialize("127.0.0.1:1234", None, 0)

@@ -32,6 +32,15 @@ def test_parse_mesh():
             sharding.parse_mesh(bad, 8)
 
 
+def test_a_mesh_that_does_not_fit_stops_before_the_run_directory_is_touched(tmp_path, capsys):
+    from rls3_jax.main import main
+
+    out = tmp_path / "run"
+    assert main(["--preset", "smoke", "--mesh", "data=2,fsdp=2", "--out", str(out)]) == 2
+    assert "--mesh 'data=2,fsdp=2': data x fsdp = 2 x 2 must equal the 1 devices" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu",
