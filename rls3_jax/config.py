@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 VLMS = ("paligemma", "clip", "negclip")
+DTYPES = ("auto", "float32", "bfloat16")
 AGENTS = ("sac", "random")
 ENVS = ("sim", "unity")
 PRESETS = ("smoke", "default", "paper")
@@ -46,6 +47,10 @@ class RunConfig:
     # VLM options
     vlm_batch_size: int = 16
     learning_rate: float = 0.0  # 0: the learner's own default
+    # scale-out
+    mesh: str | None = None  # "data=N,fsdp=M" (rls3_jax.sharding); None: every device on data
+    dtype: str = "auto"  # VLM compute (and, for PaliGemma, frozen-parameter) dtype: auto | float32 | bfloat16
+    num_envs: int = 1  # simulators stepped together by the agent (the paper: 1)
     # environment
     unity_build: str | None = None
     unity_port: int | None = None
@@ -56,12 +61,12 @@ class RunConfig:
 
     def validate(self) -> None:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
-                              ("reward", REWARD_MODES)):
+                              ("reward", REWARD_MODES), ("dtype", DTYPES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
         positive = ("iterations", "episodes", "t0", "vlm_steps", "eval_every", "val_frames", "test_frames",
-                    "vlm_batch_size")
+                    "vlm_batch_size", "num_envs")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

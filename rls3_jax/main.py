@@ -70,6 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--unity-build", default=None, help="path of a Unity player build (--env unity)")
     parser.add_argument("--unity-port", type=int, default=None, help="port of a running Unity editor (--env unity)")
     parser.add_argument("--unity-timeout", type=float, default=60.0, help="seconds to wait for Unity")
+    scale = parser.add_argument_group("scale-out (multi-device, multi-host, parallel simulators)")
+    scale.add_argument("--mesh", default=None, metavar="data=N,fsdp=M",
+                       help="device mesh for the VLM: batches split over all devices, large parameters and their "
+                            "optimiser state split along fsdp (default: every device on data)")
+    scale.add_argument("--dtype", default="auto",
+                       help="VLM compute dtype: auto (bfloat16 on GPU/TPU) | float32 | bfloat16 (PaliGemma "
+                            "then also stores its frozen parameters in bfloat16)")
+    scale.add_argument("--num-envs", type=int, default=1,
+                       help="simulators the agent steps together, N transitions per agent update (paper: 1)")
+    scale.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                       help="multi-host: HOST:PORT of process 0 (or JAX_COORDINATOR_ADDRESS), or 'auto' to let "
+                            "JAX detect the cluster (Cloud TPU slices, SLURM, Open MPI)")
+    scale.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+    scale.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
     return parser
 
 
@@ -83,7 +97,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from,
         reward=args.reward, export_data=args.export_data, unity_build=args.unity_build,
-        unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, **values,
+        unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,
+        num_envs=args.num_envs, **values,
     )
     config.validate()
     return config
@@ -101,12 +116,23 @@ def enable_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        from rls3_jax import distributed
+
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)  # before devices are used
+    except (ValueError, RuntimeError) as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     enable_compilation_cache()
     from rls3_jax.run import RunError, run  # after parsing, so --help stays instant
 
     try:
         config = config_from_args(args)
         if args.out is None:
+            import jax
+
+            if jax.process_count() > 1:
+                raise ValueError("a multi-process run needs --out: one directory all processes share")
             if args.resume:
                 raise ValueError("--resume needs --out: the run directory to continue")
             args.out = f"runs/{config.vlm}-{config.agent}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -118,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is intact; continue with --resume", file=sys.stderr)
         return 130
+    from rls3_jax import distributed
+
+    if not distributed.is_main():
+        return 0
     first, last = records[0], records[-1]
     print(f"{config.vlm} / {config.agent}: test {_METRIC[config.vlm]} {first['test_metric']:.3f} -> "
           f"{last['test_metric']:.3f} after {last['iteration']} iterations and {last['generated_samples']} "

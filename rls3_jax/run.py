@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rls3_jax import checkpoint, datasets
+from rls3_jax import checkpoint, datasets, distributed, sharded_checkpoint, sharding
 from rls3_jax.config import RunConfig
 from rls3_jax.tensorboard import SummaryWriter
 
@@ -30,7 +31,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
 # Fields that may differ when a run is resumed; any other difference means --out holds another run.
-_RESUMABLE_CHANGES = {"iterations", "export_data", "unity_build", "unity_port", "unity_timeout_s", "agent_from"}
+_RESUMABLE_CHANGES = {"iterations", "export_data", "unity_build", "unity_port", "unity_timeout_s", "agent_from", "mesh"}
+VLM_CHECKPOINTS = "vlm_checkpoints"  # multi-process runs: the VLM state as orbax checkpoints (one per iteration)
 
 
 class RunError(Exception):
@@ -82,15 +84,19 @@ def _budget(budget_from: str | None) -> int:
 
 def make_learner(config: RunConfig):
     learning_rate = config.learning_rate if config.learning_rate > 0 else None
+    mesh = sharding.make_mesh(config.mesh)
     if config.vlm == "paligemma":
         from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
 
         return PaliGemmaLearner.create(config.weights, seed=config.seed, learning_rate=learning_rate,
-                                       train_batch_size=config.vlm_batch_size)
+                                       train_batch_size=config.vlm_batch_size, mesh=mesh,
+                                       dtype=None if config.dtype == "auto" else config.dtype,
+                                       param_dtype="bfloat16" if config.dtype == "bfloat16" else "float32")
     from rls3_jax.vlm.clip_learner import ClipLearner
 
     return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",
-                              learning_rate=learning_rate, batch_size=config.vlm_batch_size)
+                              learning_rate=learning_rate, batch_size=config.vlm_batch_size, mesh=mesh,
+                              dtype=config.dtype)
 
 
 def make_env(config: RunConfig, split: str, image_size: int):
@@ -120,6 +126,8 @@ def _fixed_sets(config: RunConfig, out: Path, image_size: int):
 
         return from_env
 
+    if not distributed.is_main():  # the sets are deterministic: other processes make their own, cache nothing
+        return make("val", config.val_frames, datasets.VAL_SEED)(), make("test", config.test_frames, datasets.TEST_SEED)()
     val = datasets.load_or_make(cache, f"val_{config.env}_{config.val_frames}_{image_size}",
                                 make("val", config.val_frames, datasets.VAL_SEED))
     test = datasets.load_or_make(cache, f"test_{config.env}_{config.test_frames}_{image_size}",
@@ -274,21 +282,37 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         config = config.replace(budget=budget)
     if config.weights is not None and not Path(config.weights).is_dir():
         raise RunError(f"--weights {config.weights}: no such directory")
+    try:
+        sharding.parse_mesh(config.mesh, jax.device_count())
+    except ValueError as err:
+        raise RunError(str(err)) from None
     if resume and not (out / CHECKPOINT_DIR).is_dir() and (out / RUN_FILE).is_file():
         resume_from_scratch = True
     else:
         resume_from_scratch = False
-    _prepare_out(out, config, resume)
+    if distributed.is_main():
+        _prepare_out(out, config, resume)
+    distributed.barrier("prepared")
 
     learner = make_learner(config)
     (val_images, val_samples), (test_images, test_samples) = _fixed_sets(config, out, learner.image_size)
-    env = make_env(config, "train", learner.image_size)
-    obs_dim = int(env.observation_space.shape[0])
-    act_dim = int(env.action_space.shape[0])
+    if config.num_envs > 1:
+        if config.env != "sim":
+            raise RunError(f"--num-envs {config.num_envs}: parallel environments run the simulator (--env sim) only")
+        from rls3_jax import parallel_envs
+
+        env = parallel_envs.make_vector_env(lambda: make_env(config, "train", learner.image_size), config.num_envs)
+        space = env.single_observation_space, env.single_action_space
+    else:
+        env = make_env(config, "train", learner.image_size)
+        space = env.observation_space, env.action_space
+    obs_dim = int(space[0].shape[0])
+    act_dim = int(space[1].shape[0])
     agent = _agent_module(config)
     from rls3_jax.sac import buffer as replay
 
     template_vlm = learner.init_state(config.seed)
+    image_shape = (learner.image_size, learner.image_size, 3)
     template_agent = agent.init(_sac_config(config), obs_dim, act_dim, config.seed)
     template_buffer = replay_template(config, obs_dim, act_dim)
     test_term_counts, test_complexity_counts = _term_counts(test_samples)
@@ -296,12 +320,19 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
 
     if resume and not resume_from_scratch:
         tree, meta = checkpoint.load(out / CHECKPOINT_DIR)
-        vlm_state = checkpoint.restore_like(template_vlm, tree["vlm"])
+        records, progress_state = meta["records"], meta["progress"]
+        if jax.process_count() == 1:
+            vlm_state = checkpoint.restore_like(template_vlm, tree["vlm"])
+            if hasattr(learner, "place"):  # onto the learner's mesh (the contract's learners all have one)
+                vlm_state = learner.place(vlm_state)
+        else:  # each process reads only its devices' shards
+            vlm_state = sharded_checkpoint.restore(out / VLM_CHECKPOINTS / f"{len(records) - 1:05d}", template_vlm)
+            tree, _ = checkpoint.load(out / _agent_checkpoint())
         agent_state = checkpoint.restore_like(template_agent, tree["agent"])
         buffer = checkpoint.restore_like(template_buffer, tree["buffer"])
-        records, progress_state = meta["records"], meta["progress"]
-        # A crash between the checkpoint and the metrics write leaves metrics.jsonl one behind: re-derive it.
-        _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+        if distributed.is_main():
+            # A crash between the checkpoint and the metrics write leaves metrics.jsonl one behind: re-derive it.
+            _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
     else:
         vlm_state = template_vlm
         started = time.perf_counter()
@@ -323,7 +354,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         progress_state = {"best_val": float(val0["metric"]), "since_best": 0, "vlm_steps": 0, "stopped": False}
         _save(out, vlm_state, agent_state, buffer, records, progress_state)
 
-    writer = SummaryWriter(out / "tensorboard")
+    writer = SummaryWriter(out / "tensorboard") if distributed.is_main() else None
     if not resume:
         _log_scalars(writer, records[0])
     max_iterations = config.iterations if not config.budget else max(config.iterations, 10_000)
@@ -337,40 +368,61 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             timers = {"generation_s": 0.0, "vlm_inference_s": 0.0, "vlm_training_s": 0.0, "agent_update_s": 0.0}
             batch_images, batch_samples, rewards = [], [], []
             steps = valid = 0
-            for episode in range(config.episodes):
-                progress.show(iteration, episode + 1, "generating")
-                episode_seed = int(np.random.SeedSequence([config.seed, iteration, episode]).generate_state(1)[0])
-                rng = np.random.default_rng([config.seed, iteration, episode])
-                agent_state, buffer, images, metadatas, valid_indices, last_index, n = _run_episode(
-                    env, agent, agent_state, buffer, config, episode_seed, timers)
-                steps += n
-                valid += len(images)
-                if not images:
-                    continue
-                started = time.perf_counter()
-                samples = [datasets.describe(m, rng) for m in metadatas]
-                timers["generation_s"] += time.perf_counter() - started
-                progress.show(iteration, episode + 1, "vlm feedback")
-                started = time.perf_counter()
-                images = np.stack(images)
-                result = learner.evaluate(vlm_state, images, samples)
-                timers["vlm_inference_s"] += time.perf_counter() - started
-                rewards.append(float(result["reward"]))
-                started = time.perf_counter()
-                if config.reward == "per-sample":
-                    amounts = config.beta * np.asarray(result["per_sample_reward"], np.float32)
-                    buffer = replay.add_to_last_reward(buffer, np.asarray(valid_indices, np.int32), amounts)
-                else:
-                    buffer = replay.add_to_last_reward(buffer, last_index, config.beta * float(result["reward"]))
-                timers["agent_update_s"] += time.perf_counter() - started
-                keep = rng.choice(len(samples), size=min(len(samples), config.samples_per_episode), replace=False)
-                batch_images.extend(images[i] for i in sorted(keep))
-                batch_samples.extend(samples[i] for i in sorted(keep))
+            # Process k runs episodes k, k + P, ... (P processes; one process: every episode in turn). After
+            # each round every process holds the round's samples and scores them alike: the VLM calls are
+            # collective, and the fine-tuning batch comes out the same everywhere.
+            processes, me = jax.process_count(), jax.process_index()
+            for first in range(0, config.episodes, processes):
+                episode = first + me
+                local = None
+                if episode < config.episodes:
+                    progress.show(iteration, episode + 1, "generating")
+                    episode_seed = int(np.random.SeedSequence([config.seed, iteration, episode]).generate_state(1)[0])
+                    if config.agent == "random":  # actions from the episode's seed: the same for any process count
+                        agent_state = agent_state.replace(rng=jax.random.PRNGKey(episode_seed))
+                    if config.num_envs > 1:
+                        agent_state, buffer, images, metadatas, valid_indices, last_index, n = parallel_envs.run_episode(
+                            env, agent, agent_state, buffer, config.t0, config.episode_step_limit, episode_seed, timers)
+                    else:
+                        agent_state, buffer, images, metadatas, valid_indices, last_index, n = _run_episode(
+                            env, agent, agent_state, buffer, config, episode_seed, timers)
+                    local = {"images": np.stack(images) if images else np.zeros((0, *image_shape), np.uint8),
+                             "metadatas": metadatas, "steps": n}
+                round_episodes = distributed.allgather_episodes(local, image_shape)
+                for owner, gathered in enumerate(round_episodes):
+                    if gathered is None:
+                        continue
+                    episode_id = first + owner
+                    images, metadatas = gathered["images"], gathered["metadatas"]
+                    steps += gathered["steps"]
+                    valid += len(metadatas)
+                    if not metadatas:
+                        continue
+                    rng = np.random.default_rng([config.seed, iteration, episode_id])
+                    started = time.perf_counter()
+                    samples = [datasets.describe(m, rng) for m in metadatas]
+                    timers["generation_s"] += time.perf_counter() - started
+                    progress.show(iteration, episode_id + 1, "vlm feedback")
+                    started = time.perf_counter()
+                    result = learner.evaluate(vlm_state, images, samples)
+                    timers["vlm_inference_s"] += time.perf_counter() - started
+                    rewards.append(float(result["reward"]))
+                    started = time.perf_counter()
+                    if owner == me:  # the reward goes to the agent that generated the episode
+                        if config.reward == "per-sample":
+                            amounts = config.beta * np.asarray(result["per_sample_reward"], np.float32)
+                            buffer = replay.add_to_last_reward(buffer, np.asarray(valid_indices, np.int32), amounts)
+                        else:
+                            buffer = replay.add_to_last_reward(buffer, last_index, config.beta * float(result["reward"]))
+                    timers["agent_update_s"] += time.perf_counter() - started
+                    keep = rng.choice(len(samples), size=min(len(samples), config.samples_per_episode), replace=False)
+                    batch_images.extend(images[i] for i in sorted(keep))
+                    batch_samples.extend(samples[i] for i in sorted(keep))
 
             if not batch_samples:
                 raise RunError(f"iteration {iteration}: the agent produced no valid sample in {steps} moves")
             batch_images = np.stack(batch_images)
-            if config.export_data:
+            if config.export_data and distributed.is_main():
                 datasets.export(out / "data" / f"iteration_{iteration:04d}", batch_images, batch_samples)
 
             progress.show(iteration, None, "fine-tuning")
@@ -426,7 +478,8 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             _log_scalars(writer, record)
     finally:
         progress.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
         env.close()
         if config.env == "unity":
             from rls3_jax.envs.unity import close_all
@@ -435,19 +488,41 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
     return records
 
 
+def _agent_checkpoint() -> str:
+    """Multi-process runs: every process has its own agent and replay buffer, checkpointed beside the run's."""
+    return CHECKPOINT_DIR if distributed.is_main() else f"{CHECKPOINT_DIR}_process{jax.process_index()}"
+
+
 def _save(out: Path, vlm_state, agent_state, buffer, records: list[dict], progress_state: dict) -> None:
-    """Checkpoint first, then metrics.jsonl from the checkpointed records: the two always agree."""
-    tree = {"vlm": jax.tree_util.tree_leaves(vlm_state), "agent": jax.tree_util.tree_leaves(agent_state),
-            "buffer": jax.tree_util.tree_leaves(buffer)}
-    checkpoint.save(out / CHECKPOINT_DIR, tree, {"records": records, "progress": progress_state})
-    _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
+    """Checkpoint first, then metrics.jsonl from the checkpointed records: the two always agree.
+
+    One process: one safetensors checkpoint. Several: the VLM state as an orbax checkpoint of this iteration
+    (every process writes its shards), then each process's agent, then process 0's records, which name the
+    iteration to resume from (an interrupted save leaves the previous iteration's checkpoints in use).
+    """
+    agent_tree = {"agent": jax.tree_util.tree_leaves(agent_state), "buffer": jax.tree_util.tree_leaves(buffer)}
+    meta = {"records": records, "progress": progress_state}
+    if jax.process_count() == 1:
+        checkpoint.save(out / CHECKPOINT_DIR, {"vlm": jax.tree_util.tree_leaves(vlm_state), **agent_tree}, meta)
+    else:
+        iteration = len(records) - 1
+        sharded_checkpoint.save(out / VLM_CHECKPOINTS / f"{iteration:05d}", vlm_state)
+        checkpoint.save(out / _agent_checkpoint(), agent_tree, meta)
+        distributed.barrier(f"saved {iteration}")
+        if distributed.is_main():
+            for old in sorted((out / VLM_CHECKPOINTS).iterdir())[:-1]:
+                shutil.rmtree(old, ignore_errors=True)
+    if distributed.is_main():
+        _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
 
 _SCALARS = ("generated_samples", "valid_fraction", "mean_extrinsic_reward", "train_loss", "val_metric",
             "test_metric", "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s")
 
 
-def _log_scalars(writer: SummaryWriter, record: dict) -> None:
+def _log_scalars(writer: SummaryWriter | None, record: dict) -> None:
+    if writer is None:  # not process 0
+        return
     values = {k: record[k] for k in _SCALARS if record.get(k) is not None}
     values.update({f"test_per_term/{k}": v for k, v in record["test_per_term"].items()})
     values.update({f"test_per_complexity/{k}": v for k, v in record["test_per_complexity"].items()})

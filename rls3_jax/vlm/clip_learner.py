@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rls3_jax import prompts
+from rls3_jax import prompts, sharding
 from rls3_jax.vlm import clip as clip_model
 from rls3_jax.vlm import contrastive
 from rls3_jax.vlm.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
@@ -127,6 +127,9 @@ class ClipLearner:
     _train_step: Callable
     _embed_images: Callable
     _embed_texts: Callable
+    _gather: Callable  # (fine-tuning set, indices, valid, mirror) -> a minibatch sharded over the mesh
+    mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
+    state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
 
     @classmethod
     def create(
@@ -144,9 +147,11 @@ class ClipLearner:
         base_weights: str | Path | None = None,
         text_length: int = HF_TEXT_LENGTH,
         mirror_augment: bool = False,
+        mesh=None,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
-        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer."""
+        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer.;
+        mesh: a rls3_jax.sharding mesh (default: all devices on `data`; batch sizes round up to its size)."""
         del seed  # parameters come from init_state(seed)
         mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
         resize = None
@@ -184,14 +189,20 @@ class ClipLearner:
             decay_steps=decay_steps,
         )
         optimizer = contrastive.make_optimizer(train_config)
+        mesh = mesh or sharding.make_mesh()
+        shapes = jax.eval_shape(
+            lambda p: contrastive.init_train_state(p, optimizer),
+            clip_model.param_shapes(config) if base_params is None else base_params,
+        )
+        state_sh = sharding.param_sharding(mesh, shapes)
+        batch_sh, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+        multiple = sharding.batch_multiple(mesh)
 
-        @jax.jit
         def embed_images(params, images):
             pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
             feats = model.apply({"params": params}, pixels, method=CLIPModel.get_image_features)
             return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
 
-        @jax.jit
         def embed_texts(params, ids, mask):
             feats = model.apply({"params": params}, ids, mask, method=CLIPModel.get_text_features)
             return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
@@ -201,16 +212,22 @@ class ClipLearner:
             model=model,
             image_size=config.vision.image_size,
             negclip=negclip,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
+            batch_size=sharding.round_up(batch_size, multiple),
+            eval_batch_size=sharding.round_up(eval_batch_size, multiple),
             train_config=train_config,
             tokenizer=tokenizer,
             base_params=base_params,
             resize=resize,
             mirror_augment=mirror_augment,
-            _train_step=contrastive.make_train_step(model, optimizer, mean, std),
-            _embed_images=embed_images,
-            _embed_texts=embed_texts,
+            _train_step=contrastive.make_train_step(
+                model, optimizer, mean, std, (state_sh, batch_sh, replicated)),
+            _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
+                                  out_shardings=replicated),
+            _embed_texts=jax.jit(embed_texts, in_shardings=(state_sh["params"], batch_sh, batch_sh),
+                                 out_shardings=replicated),
+            _gather=jax.jit(_gather, in_shardings=(replicated,) * 4, out_shardings=batch_sh),
+            mesh=mesh,
+            state_sharding=state_sh,
         )
 
     # -- state -----------------------------------------------------------------------------------------
@@ -218,7 +235,14 @@ class ClipLearner:
         params = self.base_params
         if params is None:
             params = clip_model.init_params(self.model.config, seed)
-        return contrastive.init_train_state(params, contrastive.make_optimizer(self.train_config))
+        params = sharding.put(params, self.state_sharding["params"])  # fresh buffers: train steps donate them
+        optimizer = contrastive.make_optimizer(self.train_config)
+        return {"params": params, "opt": jax.jit(optimizer.init, out_shardings=self.state_sharding["opt"])(params),
+                "step": sharding.put(np.zeros((), np.int32), self.state_sharding["step"])}
+
+    def place(self, state: dict) -> dict:
+        """A state (e.g. restored from a checkpoint as host arrays) placed on the learner's mesh."""
+        return sharding.put(state, self.state_sharding)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _images(self, images) -> np.ndarray:
@@ -243,8 +267,8 @@ class ClipLearner:
             pad = size - len(chunk[0])
             if pad:
                 chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
-            out.append(fn(params, *chunk))
-        return np.concatenate([np.asarray(o) for o in out])[:n] if out else np.zeros((0, 1), np.float32)
+            out.append(fn(params, *sharding.put(chunk, sharding.batch_sharding(self.mesh))))
+        return np.concatenate([sharding.fetch(o) for o in out])[:n] if out else np.zeros((0, 1), np.float32)
 
     # -- contract --------------------------------------------------------------------------------------
     def evaluate(self, state: dict, images, samples: Sequence[dict]) -> dict:
@@ -296,13 +320,13 @@ class ClipLearner:
             encoded = [self.tokenizer.encode(c) for c in columns]
             ids.append(np.stack([e[0] for e in encoded]))  # [C, n, L]
             mask.append(np.stack([e[1] for e in encoded]))
-        data = {
-            "images": jnp.asarray(images),
-            "input_ids": jnp.asarray(np.stack(ids)),  # [variants, C, n, L]
-            "attention_mask": jnp.asarray(np.stack(mask)),
-        }
+        replicated = sharding.replicated(self.mesh)
+        data = sharding.put(
+            {"images": images, "input_ids": np.stack(ids), "attention_mask": np.stack(mask)},  # [variants, C, n, L]
+            replicated,
+        )
         # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
-        state = jax.tree_util.tree_map(jnp.copy, state)
+        state = _copy(self.place(state))
         losses = []
         for epoch in range(int(k)):
             order = rng.permutation(n)
@@ -312,7 +336,7 @@ class ClipLearner:
                 valid = np.arange(b) < len(idx)
                 idx = np.concatenate([idx, np.full(b - len(idx), idx[0])])
                 mirror = (rng.random(b) < 0.5) & self.mirror_augment
-                batch = _gather(data, jnp.asarray(idx), jnp.asarray(valid), jnp.asarray(mirror))
+                batch = self._gather(data, *sharding.put((idx, valid, mirror), replicated))
                 state, metrics = self._train_step(state, batch)
                 pending.append(metrics["loss"])
             for i, loss in enumerate(jax.device_get(pending)):
@@ -332,6 +356,11 @@ def mirrored(sample: dict) -> dict:
 
 
 @jax.jit
+def _copy(tree):
+    """New buffers with the same shardings."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
+
+
 def _gather(data, idx, valid, mirror):
     """The minibatch `idx` of device-resident fine-tuning data (no host copy per step); where `mirror`,
     the image is flipped left-right and the texts come from the mirrored variant."""

@@ -143,11 +143,15 @@ def init_train_state(params, optimizer: optax.GradientTransformation) -> dict:
     return {"params": params, "opt": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
-def make_train_step(model: CLIPModel, optimizer: optax.GradientTransformation, mean=CLIP_MEAN, std=CLIP_STD):
+def make_train_step(
+    model: CLIPModel, optimizer: optax.GradientTransformation, mean=CLIP_MEAN, std=CLIP_STD, shardings=None
+):
     """Jitted `(state, batch) -> (state, metrics)`: forward, loss, backward and update in one XLA program.
 
     batch: "images" uint8 [N, H, W, 3], "input_ids"/"attention_mask" int32 [C*N, L] (C = 1 for CLIP,
     3 for NegCLIP, columns ordered as in the module docstring), "valid" bool [N].
+    shardings: None, or (state, batch, replicated) shardings from rls3_jax.sharding: the step then runs on
+    the mesh, the state staying where its shardings put it.
     """
 
     def loss_fn(params, batch):
@@ -176,7 +180,11 @@ def make_train_step(model: CLIPModel, optimizer: optax.GradientTransformation, m
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if shardings is None:
+        return jax.jit(train_step, donate_argnums=0)
+    state_sh, batch_sh, replicated = shardings
+    return jax.jit(train_step, donate_argnums=0, in_shardings=(state_sh, batch_sh),
+                   out_shardings=(state_sh, replicated))
 
 
 def check_finite(loss: float, where: str) -> float:

@@ -36,11 +36,12 @@ def left_pad(sequences: Sequence[Sequence[int]], length: int, pad_id: int) -> tu
     return ids, mask
 
 
-def make_greedy_decoder(model: PaliGemma, max_new_tokens: int, eos_id: int, pad_id: int):
+def make_greedy_decoder(model: PaliGemma, max_new_tokens: int, eos_id: int, pad_id: int, shardings=None):
     """jitted (params, input_ids [B,P], pixel_values [B,C,H,W], attention_mask [B,P]) -> (tokens [B,N], steps).
 
     tokens hold the generated ids, EOS included, and `pad_id` after it; steps is how many tokens the loop
-    generated before every sequence had finished (<= max_new_tokens).
+    generated before every sequence had finished (<= max_new_tokens). shardings: None, or (params, batch,
+    replicated) shardings from rls3_jax.sharding (the outputs come back replicated).
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -80,7 +81,10 @@ def make_greedy_decoder(model: PaliGemma, max_new_tokens: int, eos_id: int, pad_
         steps, tokens, _, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), tokens, done, key_valid, cache))
         return tokens, steps
 
-    return jax.jit(decode)
+    if shardings is None:
+        return jax.jit(decode)
+    params_sh, batch_sh, replicated = shardings
+    return jax.jit(decode, in_shardings=(params_sh, batch_sh, batch_sh, batch_sh), out_shardings=replicated)
 
 
 def strip_answer(tokens: Sequence[int], eos_id: int, pad_id: int) -> list[int]:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from rls3_jax import sharding
 from rls3_jax.scoring import paligemma_reward, rubric_score
 from rls3_jax.vlm import decode as decoding
 from rls3_jax.vlm import paligemma_train
@@ -109,6 +110,9 @@ class PaliGemmaLearner:
     train_step: Any
     decoder: Any
     nll: Any
+    mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
+    state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
+    gather: Any  # jitted (set, indices) -> minibatch sharded over the mesh, padding rows weighted 0
     name: str = "paligemma"
 
     @property
@@ -132,13 +136,17 @@ class PaliGemmaLearner:
         max_new_tokens: int | None = None,
         dtype: str | None = None,
         base_weights: bool = True,
+        mesh=None,
+        param_dtype: str = "float32",
     ) -> PaliGemmaLearner:
         """weights=None: the embedded default (base weights from rls3_jax/assets/ when present and
-        `base_weights`, else a random init from `seed`); a path: a Hugging Face PaliGemma directory."""
+        `base_weights`, else a random init from `seed`); a path: a Hugging Face PaliGemma directory.
+        mesh: a rls3_jax.sharding mesh (default: all devices on `data`); param_dtype "bfloat16" stores the
+        frozen parameters in bf16 (trained ones keep float32 master weights); dtype is the compute dtype."""
         dtype = dtype or _default_dtype()
         options = dict(
             full_finetune=full_finetune, learning_rate=learning_rate, eval_batch_size=eval_batch_size,
-            train_batch_size=train_batch_size, max_new_tokens=max_new_tokens,
+            train_batch_size=train_batch_size, max_new_tokens=max_new_tokens, mesh=mesh, param_dtype=param_dtype,
         )
         if weights is None:
             if base_weights and BASE_WEIGHTS.is_file() and BASE_CONFIG.is_file():
@@ -167,10 +175,28 @@ class PaliGemmaLearner:
     @classmethod
     def _assemble(
         cls, model, params, prompts, spec, *, full_finetune=False, learning_rate, eval_batch_size=32,
-        train_batch_size=16, max_new_tokens,
+        train_batch_size=16, max_new_tokens, mesh=None, param_dtype="float32",
     ) -> PaliGemmaLearner:
-        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+        if param_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"PaliGemma param_dtype {param_dtype!r} is not float32 or bfloat16")
+        # Host copies: init_state places them on the mesh (no whole model on one device first).
+        params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
         tx, labels = paligemma_train.make_optimizer(params, learning_rate, full_finetune)
+        if param_dtype == "bfloat16":
+            params = jax.tree.map(lambda x, label: x if label == "trainable" else x.astype(jnp.bfloat16), params, labels)
+        mesh = mesh or sharding.make_mesh()
+        shapes = jax.eval_shape(lambda p: {"params": p, "opt": tx.init(p), "step": jnp.zeros((), jnp.int32)}, params)
+        state_sh = sharding.param_sharding(mesh, shapes)
+        batch_sh, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+        multiple = sharding.batch_multiple(mesh)
+        padded = sharding.round_up(train_batch_size, multiple)
+
+        def gather(data, idx):
+            batch = {k: v[idx] for k, v in data.items()}
+            keep = (jnp.arange(padded) < train_batch_size).astype(batch["token_type_ids"].dtype)
+            batch["token_type_ids"] = batch["token_type_ids"] * keep[:, None]  # padding rows: no answer tokens
+            return batch
+
         c = model.config
         return cls(
             model=model,
@@ -180,21 +206,34 @@ class PaliGemmaLearner:
             labels=labels,
             tx=tx,
             full_finetune=full_finetune,
-            eval_batch_size=eval_batch_size,
+            eval_batch_size=sharding.round_up(eval_batch_size, multiple),
             train_batch_size=train_batch_size,
             max_new_tokens=max_new_tokens,
-            train_step=paligemma_train.make_train_step(model, tx, labels),
-            decoder=decoding.make_greedy_decoder(model, max_new_tokens, c.eos_token_id, c.pad_token_id),
-            nll=jax.jit(lambda params, batch: paligemma_train.answer_nll(model, params, batch)[0]),
+            train_step=paligemma_train.make_train_step(
+                model, tx, labels, (state_sh["params"], state_sh["opt"], batch_sh, replicated)),
+            decoder=decoding.make_greedy_decoder(model, max_new_tokens, c.eos_token_id, c.pad_token_id,
+                                                 (state_sh["params"], batch_sh, replicated)),
+            nll=jax.jit(lambda params, batch: paligemma_train.answer_nll(model, params, batch)[0],
+                        in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
+            mesh=mesh,
+            state_sharding=state_sh,
+            gather=jax.jit(gather, in_shardings=(replicated, replicated), out_shardings=batch_sh),
         )
 
     # ------------------------------------------------------------------------------------------- state
 
     def init_state(self, seed: int = 0) -> dict:
-        """{"params", "opt", "step"}; `seed` is unused (the starting weights are the learner's), kept for the contract."""
+        """{"params", "opt", "step"} on the mesh; `seed` is unused (the starting weights are the learner's),
+        kept for the contract."""
         del seed
-        params = jax.tree.map(jnp.array, self.base_params)  # a copy: train steps donate their inputs
-        return {"params": params, "opt": self.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        sh = self.state_sharding
+        params = sharding.put(self.base_params, sh["params"])  # fresh device arrays: train steps donate them
+        opt = jax.jit(self.tx.init, out_shardings=sh["opt"])(params)
+        return {"params": params, "opt": opt, "step": sharding.put(np.zeros((), np.int32), sh["step"])}
+
+    def place(self, state) -> dict:
+        """A state (e.g. restored from a checkpoint as host arrays) placed on the learner's mesh."""
+        return sharding.put(state, self.state_sharding)
 
     # ------------------------------------------------------------------------------------------- inputs
 
@@ -202,7 +241,7 @@ class PaliGemmaLearner:
         n_img = self.config.num_image_tokens
         batch = training_batch(self.prompts, n_img, questions, answers, length)
         batch["pixel_values"] = preprocess_images(images, self.image_spec)
-        return {k: jnp.asarray(v) for k, v in batch.items()}
+        return {k: np.asarray(v) for k, v in batch.items()}  # host arrays; callers place them on the mesh
 
     def answer(self, state, images, questions: Sequence[str]) -> list[str]:
         """Greedy answers, in fixed batches of eval_batch_size (the last one padded)."""
@@ -216,8 +255,9 @@ class PaliGemmaLearner:
         for start in range(0, n, self.eval_batch_size):
             idx = _padded_indices(start, n, self.eval_batch_size)
             ids, mask = decoding.left_pad([prefixes[i] for i in idx], length, self.prompts.pad_id)
-            tokens, _ = self.decoder(state["params"], ids, pixels[idx], mask)
-            tokens = np.asarray(tokens)
+            inputs = sharding.put((ids, np.asarray(pixels[idx]), mask), sharding.batch_sharding(self.mesh))
+            tokens, _ = self.decoder(state["params"], *inputs)
+            tokens = sharding.fetch(tokens)
             for row in range(min(self.eval_batch_size, n - start)):
                 kept = decoding.strip_answer(tokens[row], self.config.eos_token_id, self.config.pad_token_id)
                 answers.append(self.prompts.decode(kept))
@@ -231,7 +271,8 @@ class PaliGemmaLearner:
         for start in range(0, n, self.eval_batch_size):
             idx = _padded_indices(start, n, self.eval_batch_size)
             batch = self._batch(np.asarray(images)[idx], [questions[i] for i in idx], [answers[i] for i in idx], length)
-            out.append(np.asarray(self.nll(state["params"], batch))[: min(self.eval_batch_size, n - start)])
+            batch = sharding.put(batch, sharding.batch_sharding(self.mesh))
+            out.append(sharding.fetch(self.nll(state["params"], batch))[: min(self.eval_batch_size, n - start)])
         return np.concatenate(out)
 
     # ------------------------------------------------------------------------------------------- contract
@@ -273,13 +314,18 @@ class PaliGemmaLearner:
         if n == 0 or k <= 0:
             return state, []
         length = sequence_length(self.prompts, self.config.num_image_tokens, questions, answers)
-        data = self._batch(np.asarray(images), questions, answers, length)  # the set on device once
+        replicated = sharding.replicated(self.mesh)
+        data = sharding.put(self._batch(np.asarray(images), questions, answers, length), replicated)  # once
         # Copies: the train step donates its inputs, and the caller's state must stay usable.
-        params, opt = jax.tree.map(jnp.copy, (state["params"], state["opt"]))
+        sh = self.state_sharding
+        params, opt = _copy(sharding.put((state["params"], state["opt"]), (sh["params"], sh["opt"])))
+        draw = lambda step_key: jax.random.randint(step_key, (self.train_batch_size,), 0, n)
+        indices = np.asarray(jax.vmap(draw)(jax.random.split(key, k)))  # [k, B]: one small host copy
+        padded = sharding.round_up(self.train_batch_size, sharding.batch_multiple(self.mesh))
+        indices = np.pad(indices, ((0, 0), (0, padded - self.train_batch_size)))  # rows the gather weights 0
         losses = []
-        for step_key in jax.random.split(key, k):
-            idx = jax.random.randint(step_key, (self.train_batch_size,), 0, n)
-            minibatch = jax.tree.map(lambda x, i=idx: jnp.take(x, i, axis=0), data)
+        for idx in indices:
+            minibatch = self.gather(data, sharding.put(idx.astype(np.int32), replicated))
             params, opt, loss = self.train_step(params, opt, minibatch)
             losses.append(loss)
         losses = [float(x) for x in jax.device_get(losses)]
@@ -287,6 +333,12 @@ class PaliGemmaLearner:
         if bad:
             raise FloatingPointError(f"PaliGemma fine-tuning loss became {losses[bad[0]]} at step {bad[0]} of {k}")
         return {"params": params, "opt": opt, "step": state["step"] + k}, losses
+
+
+@jax.jit
+def _copy(tree):
+    """New buffers with the same shardings (the train step donates its inputs)."""
+    return jax.tree.map(jnp.copy, tree)
 
 
 def _padded_indices(start: int, n: int, batch: int) -> np.ndarray:

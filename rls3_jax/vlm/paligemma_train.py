@@ -59,8 +59,12 @@ def answer_nll(model: PaliGemma, params, batch):
     return (nll * weight).sum(axis=1) / jnp.maximum(count, 1.0), count
 
 
-def make_train_step(model: PaliGemma, tx, labels):
-    """jitted (params, opt_state, batch) -> (params, opt_state, loss): mean answer-token NLL over the batch."""
+def make_train_step(model: PaliGemma, tx, labels, shardings=None):
+    """jitted (params, opt_state, batch) -> (params, opt_state, loss): mean answer-token NLL over the batch.
+
+    shardings: None, or (params, opt_state, batch, replicated) shardings from rls3_jax.sharding: the step
+    then runs on the mesh with its state staying where the shardings put it.
+    """
 
     def step(params, opt_state, batch):
         trainable, frozen = _split(params, labels)
@@ -75,4 +79,8 @@ def make_train_step(model: PaliGemma, tx, labels):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    if shardings is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    params_sh, opt_sh, batch_sh, replicated = shardings
+    return jax.jit(step, donate_argnums=(0, 1), in_shardings=(params_sh, opt_sh, batch_sh),
+                   out_shardings=(params_sh, opt_sh, replicated))
