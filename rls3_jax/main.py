@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "instead of pretraining for --pretrain-steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--budget-from", default=None, metavar="RUN_DIR",
-                        help="random agent: generate as many samples as the SAC run in RUN_DIR did")
+                        help="random agent: generate as many samples (valid moves) as the SAC run in RUN_DIR did")
     parser.add_argument("--reward", default="batch",
                         help=f"{' | '.join(REWARD_MODES)}: the paper's one VLM reward on the episode's last "
                              "transition, or each valid transition its own sample's reward")

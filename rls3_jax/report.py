@@ -79,7 +79,7 @@ def draw(runs: list[dict], out: Path) -> Path:
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(grid, mean, label=f"{label} (n={len(group)})")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("generated samples (valid + invalid)")
+    ax.set_xlabel("generated samples (images from valid moves)")
     ax.set_ylabel(ylabel)
     ax.set_title("Test score vs generated data")
     ax.legend()

@@ -343,7 +343,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         test0 = learner.evaluate(vlm_state, test_images, test_samples)
         inference_s = time.perf_counter() - started
         records = [{
-            "iteration": 0, "generated_samples": 0, "valid_samples": 0, "valid_fraction": 0.0,
+            "iteration": 0, "generated_samples": 0, "env_steps": 0, "valid_fraction": 0.0,
             "mean_extrinsic_reward": 0.0, "train_loss": None, "train_losses": [],
             "val_metric": float(val0["metric"]), "val_history": [[0, float(val0["metric"])]],
             "test_metric": float(test0["metric"]), "test_per_term": _plain(test0["per_term"]),
@@ -457,8 +457,9 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             progress_state["stopped"] = stop
             record = {
                 "iteration": iteration,
-                "generated_samples": records[-1]["generated_samples"] + steps,
-                "valid_samples": records[-1]["valid_samples"] + valid,
+                # a valid move yields an image and its metadata: that is generated data; invalid moves yield none
+                "generated_samples": records[-1]["generated_samples"] + valid,
+                "env_steps": records[-1]["env_steps"] + steps,
                 "valid_fraction": valid / max(1, steps),
                 "mean_extrinsic_reward": float(np.mean(rewards)) if rewards else 0.0,
                 "train_loss": float(np.mean(losses)),
@@ -516,7 +517,7 @@ def _save(out: Path, vlm_state, agent_state, buffer, records: list[dict], progre
         _write_atomic(out / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
 
-_SCALARS = ("generated_samples", "valid_fraction", "mean_extrinsic_reward", "train_loss", "val_metric",
+_SCALARS = ("generated_samples", "env_steps", "valid_fraction", "mean_extrinsic_reward", "train_loss", "val_metric",
             "test_metric", "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s")
 
 

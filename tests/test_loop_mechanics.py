@@ -73,9 +73,14 @@ def test_records_keys_and_cumulative_counts(tmp_path, scalar_learner):
         assert key in records[-1]
     timing = {k for k in records[-1] if k.endswith("_s")}
     assert timing == {"generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"}
-    generated = [r["generated_samples"] for r in records]
-    assert generated == sorted(generated) and generated[-1] >= 3 * 2 * 4
-    assert all(r["valid_samples"] >= 2 * 4 * r["iteration"] for r in records)
+    generated = [r["generated_samples"] for r in records]  # valid moves: each one an image
+    assert generated == sorted(generated)
+    assert all(r["generated_samples"] >= 2 * 4 * r["iteration"] for r in records)
+    assert all(r["env_steps"] >= r["generated_samples"] for r in records)
+    for before, after in zip(records, records[1:]):
+        valid = after["generated_samples"] - before["generated_samples"]
+        steps = after["env_steps"] - before["env_steps"]
+        assert after["valid_fraction"] == pytest.approx(valid / steps)
     assert records[-1]["test_metric"] == pytest.approx(0.6)  # 3 iterations x 2 steps x 0.1, capped
     assert [len(r["val_history"]) for r in records[1:]] == [2, 2, 2]  # validation every F=1 of K=2
     assert (tmp_path / "r" / "tensorboard").is_dir()
@@ -132,7 +137,7 @@ def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
     tree, _ = checkpoint.load(tmp_path / "r" / "checkpoint")
     template = run.replay_template(config, 32, 3)
     buffer = checkpoint.restore_like(template, tree["buffer"])
-    rewards = np.asarray(buffer.data.reward)[: records[-1]["generated_samples"]]
+    rewards = np.asarray(buffer.data.reward)[: records[-1]["env_steps"]]
     patched = rewards[np.abs(np.abs(rewards) - 1.0) > 1e-6]
     if mode == "batch":
         # one patch per episode: the last transition gets beta * (1 - metric)^2 = 10 * 1 with w = 0

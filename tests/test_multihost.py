@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--vlm", "paligemma", "--agent", "random", "--preset", "smoke", "--iterations", "1", "--episodes", "3",
         "--pretrain-steps", "0", "--vlm-steps", "2", "--eval-every", "1"]
-COMPARED = ("generated_samples", "valid_samples", "valid_fraction", "val_metric", "val_history", "test_metric",
+COMPARED = ("generated_samples", "env_steps", "valid_fraction", "val_metric", "val_history", "test_metric",
             "test_per_term", "test_per_complexity")
 
 

@@ -45,4 +45,4 @@ def test_loop_runs_with_parallel_simulators(tmp_path, monkeypatch, agent):
     monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner())
     records = run.run(smoke_config(num_envs=3, agent=agent, iterations=1), tmp_path / "r")
     assert read_metrics(tmp_path / "r")[-1]["iteration"] == 1
-    assert records[1]["generated_samples"] % 3 == 0 and records[1]["valid_samples"] >= 2 * 4
+    assert records[1]["env_steps"] % 3 == 0 and records[1]["generated_samples"] >= 2 * 4
