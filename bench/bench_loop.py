@@ -24,6 +24,10 @@ def run_main(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "rls3_jax.main", *args], check=True)
 
 
+def resume(out: Path) -> list[str]:
+    return ["--resume"] if (out / "run.json").is_file() else []
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vlms", nargs="+", default=["paligemma", "clip"])
@@ -38,12 +42,11 @@ def main() -> None:
         for seed in args.seeds:
             sac_dir = Path(args.out) / f"{vlm}-sac-{seed}"
             rnd_dir = Path(args.out) / f"{vlm}-random-{seed}"
-            if not (sac_dir / "metrics.jsonl").is_file():
-                run_main("--vlm", vlm, "--agent", "sac", "--preset", args.preset, "--seed", str(seed),
-                         "--out", str(sac_dir), *extra)
-            if not (rnd_dir / "metrics.jsonl").is_file():
-                run_main("--vlm", vlm, "--agent", "random", "--preset", args.preset, "--seed", str(seed),
-                         "--out", str(rnd_dir), "--budget-from", str(sac_dir), *extra)
+            # A directory from an earlier, perhaps killed, bench run is resumed (a finished run returns at once).
+            run_main("--vlm", vlm, "--agent", "sac", "--preset", args.preset, "--seed", str(seed),
+                     "--out", str(sac_dir), *resume(sac_dir), *extra)
+            run_main("--vlm", vlm, "--agent", "random", "--preset", args.preset, "--seed", str(seed),
+                     "--out", str(rnd_dir), "--budget-from", str(sac_dir), *resume(rnd_dir), *extra)
             runs["sac"].append(load_run(sac_dir))
             runs["random"].append(load_run(rnd_dir))
         draw(runs["sac"] + runs["random"], Path(args.out) / f"report-{vlm}")

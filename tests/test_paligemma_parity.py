@@ -15,7 +15,7 @@ import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from rls3_jax.vlm import decode, paligemma, paligemma_weights  # noqa: E402
+from rls3_jax.vlm import decode, hf_weights, paligemma, paligemma_weights  # noqa: E402
 from rls3_jax.vlm.paligemma_inputs import HFPrompts, ImageSpec, preprocess_images  # noqa: E402
 
 CONFIGS = {
@@ -174,7 +174,7 @@ def test_image_preprocessing_matches_processor(checkpoint):
 
 
 def _rewrite(src, dst, rename, shards: int = 1):
-    tensors = paligemma_weights.read_safetensors_dir(src)
+    tensors = dict(hf_weights.LazyWeights(src))
     shutil.copytree(src, dst)
     for f in dst.glob("*.safetensors"):
         f.unlink()
@@ -195,7 +195,7 @@ def _rewrite(src, dst, rename, shards: int = 1):
 def test_key_layouts_and_shards_load_identically(checkpoint, tmp_path):
     _, directory, _, _ = checkpoint
     _, reference = paligemma.from_pretrained(directory)
-    tied = paligemma_weights.read_safetensors_dir(directory)
+    tied = dict(hf_weights.LazyWeights(directory))
     embed_key = next(k for k in tied if k.endswith("embed_tokens.weight"))
     hub_4x = lambda k: paligemma_weights.canonical_key(k).replace("vision_tower.", "vision_tower.vision_model.").replace(
         "language_model.", "language_model.model."
@@ -221,7 +221,7 @@ def _leaves(tree):
 
 def test_loader_errors(checkpoint, tmp_path):
     _, directory, _, _ = checkpoint
-    with pytest.raises(FileNotFoundError, match="no PaliGemma checkpoint directory"):
+    with pytest.raises(FileNotFoundError, match="checkpoint directory .*absent does not exist"):
         paligemma.from_pretrained(tmp_path / "absent")
     wrong = tmp_path / "wrong_type"
     shutil.copytree(directory, wrong)
@@ -238,7 +238,7 @@ def test_loader_errors(checkpoint, tmp_path):
     empty = tmp_path / "no_weights"
     empty.mkdir()
     shutil.copy(directory / "config.json", empty / "config.json")
-    with pytest.raises(FileNotFoundError, match="no .safetensors"):
+    with pytest.raises(FileNotFoundError, match="no safetensors weights"):
         paligemma.from_pretrained(empty)
 
 

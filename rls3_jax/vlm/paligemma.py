@@ -11,7 +11,6 @@ and `extend` run the decoder on a key/value cache for decoding (see decode.py).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -420,19 +419,15 @@ def from_pretrained(path, *, dtype: str = "float32"):
     No network and no torch: safetensors are read directly. Raises FileNotFoundError for a missing
     directory or weights file, ValueError for a wrong model type or a shape mismatch.
     """
-    from rls3_jax.vlm import paligemma_weights
+    from rls3_jax.vlm import hf_weights, paligemma_weights
 
     path = Path(path)
     if path.suffix == ".npz":
         config, params = paligemma_weights.load_big_vision_npz(path)
     else:
-        if not path.is_dir():
-            raise FileNotFoundError(f"no PaliGemma checkpoint directory at {path}")
-        config_file = path / "config.json"
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face checkpoint directory")
-        config = PaliGemmaConfig.from_hf_config(json.loads(config_file.read_text()), str(config_file))
-        params = paligemma_weights.hf_to_params(paligemma_weights.read_safetensors_dir(path), config, str(path))
+        path = hf_weights.checkpoint_dir(path)
+        config = PaliGemmaConfig.from_hf_config(hf_weights.read_config(path), str(path / "config.json"))
+        params = paligemma_weights.hf_to_params(hf_weights.LazyWeights(path), config, str(path))
     config = config.replace(dtype=dtype)
     return PaliGemma(config), params
 

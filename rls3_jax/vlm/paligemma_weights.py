@@ -12,58 +12,14 @@ not used and are skipped.
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from pathlib import Path
 
 import jax
-import ml_dtypes
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from rls3_jax.vlm.paligemma import PaliGemmaConfig, TextConfig, VisionConfig, init_params
-
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
-
-
-def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of one .safetensors file as numpy arrays (bfloat16 included, which safetensors.numpy lacks)."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_len))
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_len)
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in _SAFETENSORS_DTYPES:
-            raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        out[name] = np.frombuffer(data[start:end], dtype=_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-    return out
-
-
-def read_safetensors_dir(path: str | Path) -> dict[str, np.ndarray]:
-    """Every tensor of a Hugging Face directory: `model.safetensors`, or the shards its index names."""
-    path = Path(path)
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    else:
-        files = sorted(p.name for p in path.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"{path} holds no .safetensors weights (PyTorch .bin files are not read)")
-    tensors: dict[str, np.ndarray] = {}
-    for name in files:
-        if not (path / name).is_file():
-            raise FileNotFoundError(f"{path}: shard {name} named by model.safetensors.index.json is missing")
-        tensors.update(read_safetensors(path / name))
-    return tensors
 
 
 def canonical_key(key: str) -> str:
