@@ -144,6 +144,17 @@ def validate_metadata(md: dict) -> None:
         vec(cam[key], f"camera.{key}")
 
 
+def check_env_arguments(who: str, split, render_mode, valid_per_episode, max_episode_steps) -> None:
+    """The argument checks every environment with this interface shares (the simulator, the Unity adapter)."""
+    if split not in SPLITS:
+        raise ValueError(f"{who}: unknown split {split!r}; expected one of {SPLITS}")
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(f"{who}: unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
+    for name, v in (("valid_per_episode", valid_per_episode), ("max_episode_steps", max_episode_steps)):
+        if v is not None and int(v) < 1:
+            raise ValueError(f"{who}: {name} must be a positive int or None, got {v!r}")
+
+
 class IndoorSceneEnv(gym.Env):
     """See the module docstring. `geometry_state()` exposes the state as `sim.geometry` arrays."""
 
@@ -158,15 +169,7 @@ class IndoorSceneEnv(gym.Env):
         max_episode_steps: int | None = None,
         swap_prob: float = 0.1,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"IndoorSceneEnv: unknown split {split!r}; expected one of {SPLITS}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(
-                f"IndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'"
-            )
-        for name, v in (("valid_per_episode", valid_per_episode), ("max_episode_steps", max_episode_steps)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"IndoorSceneEnv: {name} must be a positive int or None, got {v!r}")
+        check_env_arguments("IndoorSceneEnv", split, render_mode, valid_per_episode, max_episode_steps)
         if not 0.0 <= swap_prob <= 1.0:
             raise ValueError(f"IndoorSceneEnv: swap_prob must be in [0, 1], got {swap_prob!r}")
         self.split = split

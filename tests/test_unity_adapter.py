@@ -226,7 +226,7 @@ def test_nobody_connecting_times_out_with_advice():
         UnityEnvError, match=rf"port {port}: no Unity player connected within 1 s; press Play"
     ):
         UnityIndoorSceneEnv(port=port, timeout_s=1)
-    assert time.monotonic() - start < 1 + 2
+    assert time.monotonic() - start < 1 + 5  # the timeout holds (slack for a loaded CI machine), not the default 60 s
     with socket.socket() as s:  # the port was released
         s.bind(("localhost", port))
 

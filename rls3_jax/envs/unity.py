@@ -45,11 +45,14 @@ except ImportError as e:  # the optional extra
     ) from e
 
 from rls3_jax.envs.metadata_channel import MetadataChannel
+from sim import scenes
+from sim.env import check_env_arguments
+from sim.render import image_shape
 
 BEHAVIOR_NAME = "RLS3"
 OBS_SIZE = 32
 N_ACTIONS = 3
-SPLITS = ("train", "val", "test")
+SPLITS = scenes.SPLITS  # the order is the protocol: rls3_split is an index into it
 EDITOR_PORT = UnityEnvironment.DEFAULT_EDITOR_PORT  # 5004: where the editor connects when no build is given
 BUILD_PORT = UnityEnvironment.BASE_ENVIRONMENT_PORT  # 5005: passed to a launched build as --mlagents-port
 
@@ -68,17 +71,6 @@ _DISCONNECTED = 499  # header status the servicer hands Python when the Unity cl
 
 class UnityEnvError(ConnectionError):
     """Unity could not be started, reached, or kept: the message names the build/port and what to do."""
-
-
-def image_shape(image_size) -> tuple[int, int]:
-    """(H, W) from an int (square) or an (H, W) pair, as `sim.IndoorSceneEnv` takes it."""
-    if isinstance(image_size, (int, np.integer)):
-        h = w = int(image_size)
-    else:
-        h, w = (int(v) for v in image_size)
-    if h < 8 or w < 8:
-        raise ValueError(f"image_size {image_size!r} is too small; need at least 8 x 8 pixels")
-    return h, w
 
 
 class _Servicer(UnityToExternalServicerImplementation):
@@ -200,15 +192,7 @@ class UnityIndoorSceneEnv(gym.Env):
         log_folder: str | None = None,
         seed: int = 0,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"UnityIndoorSceneEnv: unknown split {split!r}; expected one of {SPLITS}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(
-                f"UnityIndoorSceneEnv: unknown render_mode {render_mode!r}; expected None or 'rgb_array'"
-            )
-        for name, v in (("valid_per_episode", valid_per_episode), ("max_episode_steps", max_episode_steps)):
-            if v is not None and int(v) < 1:
-                raise ValueError(f"UnityIndoorSceneEnv: {name} must be a positive int or None, got {v!r}")
+        check_env_arguments("UnityIndoorSceneEnv", split, render_mode, valid_per_episode, max_episode_steps)
         if not (timeout_s > 0 and math.isfinite(timeout_s)):
             raise ValueError(
                 f"UnityIndoorSceneEnv: timeout_s must be a positive number of seconds, got {timeout_s!r}"
