@@ -87,10 +87,11 @@ def draw(runs: list[dict], out: Path) -> Path:
     fig.savefig(out / "fig5_score_vs_data.png", dpi=120)
     plt.close(fig)
 
-    # Fig. 6: per-term scores (final iteration) with term counts; Fig. 7: by number of terms.
+    # Fig. 6: per-term scores (final iteration) with term counts; Fig. 7: by number of terms. Under each term:
+    # how often it occurs in the test set, and in each agent's fine-tuning data (mean over its runs).
     for name, key, count_key, keys, xlabel in (
-        ("fig6_per_term.png", "test_per_term", "test_term_counts", TERMS, "spatial term"),
-        ("fig7_complexity.png", "test_per_complexity", "test_complexity_counts", ("1", "2", "3"), "number of terms"),
+        ("fig6_per_term.png", "test_per_term", "term_counts", TERMS, "spatial term"),
+        ("fig7_complexity.png", "test_per_complexity", "complexity_counts", ("1", "2", "3"), "number of terms"),
     ):
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.8 / max(1, 2 * len(groups))
@@ -105,9 +106,17 @@ def draw(runs: list[dict], out: Path) -> Path:
                 std = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(seen.sum(0), 1))
                 ax.bar(positions + offset * width, mean, width, yerr=std, label=f"{label}, {when}")
                 offset += 1
-        counts = group[0]["records"][-1].get(count_key, {})
+        test_counts = group[0]["records"][-1].get(f"test_{count_key}", {})
+
+        def finetune_counts(k, count_key=count_key):
+            lines = []
+            for label, g in sorted(groups.items()):
+                n = np.mean([r["records"][-1].get(f"finetune_{count_key}", {}).get(k, 0) for r in g])
+                lines.append(f"{label.split(' / ')[0]} {n:.0f}")
+            return "\n".join(lines)
+
         ax.set_xticks(positions + width * (offset - 1) / 2)
-        ax.set_xticklabels([f"{k}\n(n={counts.get(k, 0)})" for k in keys])
+        ax.set_xticklabels([f"{k}\ntest {test_counts.get(k, 0)}\n{finetune_counts(k)}" for k in keys], fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)

@@ -265,6 +265,10 @@ def _term_counts(samples: list[dict]) -> tuple[dict, dict]:
     return terms, complexity
 
 
+def _add_counts(a: dict, b: dict) -> dict:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted({*a, *b})}
+
+
 def _plain(d: dict) -> dict:
     return {str(k): float(v) for k, v in d.items()}
 
@@ -348,7 +352,8 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             "val_metric": float(val0["metric"]), "val_history": [[0, float(val0["metric"])]],
             "test_metric": float(test0["metric"]), "test_per_term": _plain(test0["per_term"]),
             "test_per_complexity": _plain(test0["per_complexity"]), "test_term_counts": test_term_counts,
-            "test_complexity_counts": test_complexity_counts, "stopped_early": False,
+            "test_complexity_counts": test_complexity_counts, "finetune_term_counts": {},
+            "finetune_complexity_counts": {}, "stopped_early": False,
             "pretrain_valid_fraction": pretrain_valid, "pretrain_s": pretrain_s, "generation_s": 0.0, "vlm_inference_s": inference_s, "vlm_training_s": 0.0, "agent_update_s": 0.0,
         }]
         progress_state = {"best_val": float(val0["metric"]), "since_best": 0, "vlm_steps": 0, "stopped": False}
@@ -425,6 +430,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             if config.export_data and distributed.is_main():
                 datasets.export(out / "data" / f"iteration_{iteration:04d}", batch_images, batch_samples)
 
+            batch_terms, batch_complexity = _term_counts(batch_samples)
             progress.show(iteration, None, "fine-tuning")
             losses, val_history, done = [], [], 0
             key = jax.random.fold_in(base_key, iteration)
@@ -471,6 +477,9 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                 "test_per_complexity": _plain(test["per_complexity"]),
                 "test_term_counts": test_term_counts,
                 "test_complexity_counts": test_complexity_counts,
+                # cumulative counts of the data the agent chose for fine-tuning (the paper's Fig. 6 brackets)
+                "finetune_term_counts": _add_counts(records[-1]["finetune_term_counts"], batch_terms),
+                "finetune_complexity_counts": _add_counts(records[-1]["finetune_complexity_counts"], batch_complexity),
                 "stopped_early": stop,
                 **timers,
             }

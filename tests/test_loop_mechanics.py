@@ -81,6 +81,10 @@ def test_records_keys_and_cumulative_counts(tmp_path, scalar_learner):
         valid = after["generated_samples"] - before["generated_samples"]
         steps = after["env_steps"] - before["env_steps"]
         assert after["valid_fraction"] == pytest.approx(valid / steps)
+    for r in records:  # the fine-tuning data's counts: E * eta * T0 samples an iteration, terms 1-3 each
+        n = r["iteration"] * 2 * smoke_config().samples_per_episode
+        assert sum(r["finetune_complexity_counts"].values()) == n
+        assert n <= sum(r["finetune_term_counts"].values()) <= 3 * n
     assert records[-1]["test_metric"] == pytest.approx(0.6)  # 3 iterations x 2 steps x 0.1, capped
     assert [len(r["val_history"]) for r in records[1:]] == [2, 2, 2]  # validation every F=1 of K=2
     assert (tmp_path / "r" / "tensorboard").is_dir()
