@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agent", default="sac", help=f"{' | '.join(AGENTS)}: SAC (RLS3) or the random baseline")
     parser.add_argument("--env", default="sim", help=f"{' | '.join(ENVS)}: the stand-in simulator or a Unity build")
     parser.add_argument("--preset", default="default",
-                        help=f"{' | '.join(PRESETS)}: paper = the paper's values; default = about 10 minutes on a "
-                             "2-core CPU; smoke = under a minute")
+                        help=f"{' | '.join(PRESETS)}: paper = the paper's values; default = a few minutes "
+                             "(at most ~10) on a 2-core CPU; smoke = under a minute")
     parser.add_argument("--out", default=None,
                         help="run directory: metrics, checkpoints, TensorBoard events (default: a new "
                              "runs/VLM-AGENT-seedN-TIME)")
