@@ -325,6 +325,9 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
     if resume and not resume_from_scratch:
         tree, meta = checkpoint.load(out / CHECKPOINT_DIR)
         records, progress_state = meta["records"], meta["progress"]
+        if "env_steps" not in records[0]:  # before it, generated_samples counted invalid moves too
+            raise RunError(f"--resume: the checkpoint in {out} was written by an older rls3_jax whose sample counts "
+                           "differ; start a new run")
         if jax.process_count() == 1:
             vlm_state = checkpoint.restore_like(template_vlm, tree["vlm"])
             if hasattr(learner, "place"):  # onto the learner's mesh (the contract's learners all have one)

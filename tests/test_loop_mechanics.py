@@ -109,6 +109,17 @@ def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
 
 
+def test_resume_of_a_checkpoint_with_the_old_sample_counts_is_refused(tmp_path, scalar_learner):
+    run.run(smoke_config(iterations=1), tmp_path / "r")
+    tree_file = tmp_path / "r" / "checkpoint" / "tree.json"
+    payload = json.loads(tree_file.read_text())
+    for record in payload["metadata"]["records"]:  # as written before env_steps existed
+        del record["env_steps"]
+    tree_file.write_text(json.dumps(payload))
+    with pytest.raises(run.RunError, match="older rls3_jax"):
+        run.run(smoke_config(iterations=2), tmp_path / "r", resume=True)
+
+
 def test_resume_continues_to_the_same_records(tmp_path, scalar_learner):
     full = run.run(smoke_config(iterations=3), tmp_path / "full")
     run.run(smoke_config(iterations=1), tmp_path / "part")
