@@ -16,6 +16,7 @@ AGENTS = ("sac", "random")
 ENVS = ("sim", "unity")
 PRESETS = ("smoke", "default", "paper")
 REWARD_MODES = ("batch", "per-sample")
+CAPTION_PAIRS = ("one", "all")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class RunConfig:
     # VLM options
     vlm_batch_size: int = 16
     learning_rate: float = 0.0  # 0: the learner's own default
+    caption_pairs: str = "one"  # CLIP fine-tuning captions per image: the sample's one pair, or all its pairs
     # scale-out
     mesh: str | None = None  # "data=N,fsdp=M" (rls3_jax.sharding); None: every device on data
     dtype: str = "auto"  # VLM compute (and, for PaliGemma, frozen-parameter) dtype: auto | float32 | bfloat16
@@ -62,10 +64,10 @@ class RunConfig:
 
     def validate(self) -> None:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
-                              ("reward", REWARD_MODES), ("dtype", DTYPES)):
+                              ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS)):
             value = getattr(self, name)
             if value not in allowed:
-                raise ValueError(f"--{name} {value!r} is not one of {', '.join(allowed)}")
+                raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
         positive = ("iterations", "episodes", "t0", "vlm_steps", "eval_every", "val_frames", "test_frames",
                     "vlm_batch_size", "num_envs")
         for name in positive:
@@ -75,6 +77,8 @@ class RunConfig:
             raise ValueError(f"--eta must lie in (0, 1], got {self.eta}")
         if self.pretrain_steps < 0 or self.patience < 0 or self.min_iterations < 0:
             raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
+        if self.caption_pairs == "all" and self.vlm == "paligemma":
+            raise ValueError("--caption-pairs all applies to clip and negclip, not paligemma")
         if self.env == "unity" and not (self.unity_build or self.unity_port):
             raise ValueError("--env unity needs --unity-build PATH or --unity-port N")
 

@@ -47,8 +47,8 @@ def _prepare_out(out: Path, config: RunConfig, resume: bool) -> None:
     if resume:
         if not (out / RUN_FILE).is_file():
             raise RunError(f"--resume: {out} holds no run to continue ({RUN_FILE} is missing)")
-        saved = json.loads((out / RUN_FILE).read_text())["config"]
-        changed = sorted(k for k, v in record["config"].items() if k not in _RESUMABLE_CHANGES and saved.get(k) != v)
+        saved = {**dataclasses.asdict(RunConfig()), **json.loads((out / RUN_FILE).read_text())["config"]}
+        changed = sorted(k for k, v in record["config"].items() if k not in _RESUMABLE_CHANGES and saved[k] != v)
         if changed:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record['config'][k]!r}" for k in changed)
             raise RunError(f"--resume: the run in {out} was started with other settings ({detail})")
@@ -96,7 +96,7 @@ def make_learner(config: RunConfig):
 
     return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",
                               learning_rate=learning_rate, batch_size=config.vlm_batch_size, mesh=mesh,
-                              dtype=config.dtype)
+                              dtype=config.dtype, all_pairs=config.caption_pairs == "all")
 
 
 def make_env(config: RunConfig, split: str, image_size: int):

@@ -1,5 +1,6 @@
 """The VLM learner contract of CLIP / NegCLIP: evaluate, finetune, checkpointing, real checkpoints."""
 
+import dataclasses
 import json
 import string
 
@@ -7,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from rls3_jax import checkpoint
+from rls3_jax import checkpoint, datasets
 from rls3_jax.prompts import describe_pair
 from rls3_jax.vlm.clip_learner import ClipLearner
 
@@ -136,13 +137,33 @@ def test_learner_on_a_hugging_face_checkpoint(tmp_path):
     assert len(losses) == 2 and all(np.isfinite(losses))
 
 
-def test_mirrored_sample_swaps_left_and_right_only():
-    from rls3_jax.vlm.clip_learner import mirrored
+def test_all_pairs_finetunes_on_every_pair_and_never_repeats_an_image_in_a_minibatch():
+    learner = ClipLearner.create(negclip=True, batch_size=8, eval_batch_size=8, all_pairs=True)
+    images, metadatas = sim.generate_samples("train", 11, 0, image_size=learner.image_size)
+    rng = np.random.default_rng(0)
+    samples = [datasets.describe(m, rng) for m in metadatas]  # one pair each, with the scene's metadata
+    batches = []
 
-    sample = {"located": "cup", "reference": "lamp", "terms": ("above", "left"), "caption": "x"}
-    assert mirrored(sample)["terms"] == ("above", "right")
-    assert mirrored(sample)["caption"] == "The cup is above and to the right of the lamp."
-    assert mirrored(mirrored(sample))["terms"] == sample["terms"]
+    def recording_gather(data, image_rows, caption_rows, valid):
+        valid_rows = np.asarray(valid)
+        batches.append((np.asarray(image_rows)[valid_rows], np.asarray(caption_rows)[valid_rows]))
+        return learner._gather(data, image_rows, caption_rows, valid)
+
+    recording = dataclasses.replace(learner, _gather=recording_gather)
+    _, losses = recording.finetune(learner.init_state(0), images, samples, 1, jax.random.PRNGKey(0))
+    # 3 objects -> 6 ordered pairs per image: 6 rounds of 11 images in minibatches of 8 -> 12 steps
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    for image_rows, caption_rows in batches:
+        assert len(set(image_rows.tolist())) == len(image_rows)
+        np.testing.assert_array_equal(caption_rows // 6, image_rows)  # every caption stays with its image
+    assert sorted(np.concatenate([c for _, c in batches]).tolist()) == list(range(66))
+    captions = recording._fine_tuning_captions(samples[0])
+    assert {(c["located"], c["reference"]) for c in captions} == {
+        (a["name"], b["name"]) for a in metadatas[0]["objects"] for b in metadatas[0]["objects"] if a is not b
+    }
+    # a sample without metadata (e.g. from another data source) keeps its one caption
+    bare = {k: v for k, v in samples[0].items() if k != "metadata"}
+    assert recording._fine_tuning_captions(bare) == [bare]
 
 
 def test_finetuning_learns_the_training_samples(learner):

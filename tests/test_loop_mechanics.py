@@ -107,6 +107,13 @@ def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
     with pytest.raises(run.RunError, match="holds no run"):
         run.run(smoke_config(), tmp_path / "empty", resume=True)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
+    # a setting added after the run was started counts as its default value
+    run_file = tmp_path / "r" / "run.json"
+    record = json.loads(run_file.read_text())
+    del record["config"]["caption_pairs"]
+    run_file.write_text(json.dumps(record))
+    with pytest.raises(run.RunError, match="caption_pairs: 'one' -> 'all'"):
+        run.run(smoke_config(iterations=1, caption_pairs="all"), tmp_path / "r", resume=True)
 
 
 def test_resume_of_a_checkpoint_with_the_old_sample_counts_is_refused(tmp_path, scalar_learner):
@@ -182,6 +189,8 @@ def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
     from rls3_jax import main
 
     for argv, needle in ((["--vlm", "gpt"], "--vlm"), (["--agent", "ppo"], "--agent"), (["--eta", "2"], "--eta"),
+                         (["--caption-pairs", "some"], "--caption-pairs"),
+                         (["--vlm", "paligemma", "--caption-pairs", "all"], "--caption-pairs"),
                          (["--weights", str(tmp_path / "missing")], "missing")):
         assert main.main([*argv, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()

@@ -123,11 +123,11 @@ class ClipLearner:
     tokenizer: Any
     base_params: Any  # numpy tree or None (random init from the seed)
     resize: Callable | None  # host-side uint8 resize + crop when images do not come at image_size
-    mirror_augment: bool  # fine-tune on horizontally mirrored images with left/right swapped, half the time
+    all_pairs: bool  # fine-tune on a caption for every ordered pair of a sample's objects, not its one pair
     _train_step: Callable
     _embed_images: Callable
     _embed_texts: Callable
-    _gather: Callable  # (fine-tuning set, indices, valid, mirror) -> a minibatch sharded over the mesh
+    _gather: Callable  # (fine-tuning set, image rows, caption rows, valid) -> a minibatch sharded over the mesh
     mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
     state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
 
@@ -146,7 +146,7 @@ class ClipLearner:
         dtype: str = "auto",
         base_weights: str | Path | None = None,
         text_length: int = HF_TEXT_LENGTH,
-        mirror_augment: bool = False,
+        all_pairs: bool = False,
         mesh=None,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
@@ -218,7 +218,7 @@ class ClipLearner:
             tokenizer=tokenizer,
             base_params=base_params,
             resize=resize,
-            mirror_augment=mirror_augment,
+            all_pairs=all_pairs,
             _train_step=contrastive.make_train_step(
                 model, optimizer, mean, std, (state_sh, batch_sh, replicated)),
             _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
@@ -302,7 +302,13 @@ class ClipLearner:
         }
 
     def finetune(self, state: dict, images, samples: Sequence[dict], k: int, key) -> tuple[dict, list[float]]:
-        """k epochs of shuffled minibatches of `batch_size` (the last one padded and masked)."""
+        """k epochs of shuffled minibatches of `batch_size` (the last one of a round padded and masked).
+
+        With `all_pairs`, every sample holding its scene's `metadata` contributes one caption per ordered pair
+        of its objects (the same image, several true statements about it). An epoch then runs in rounds, each
+        image's captions spread over different rounds, so that no minibatch holds two captions of one image
+        (the contrastive loss would count the other one as a wrong caption for it).
+        """
         images = self._images(images)
         n, b = len(samples), self.batch_size
         if len(images) != n:
@@ -311,48 +317,48 @@ class ClipLearner:
             return state, []
         seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
         rng = np.random.default_rng(seed)
-        variants = [samples, [mirrored(s) for s in samples]] if self.mirror_augment else [samples]
-        ids, mask = [], []
-        for variant in variants:
-            columns = [[s["caption"] for s in variant]]
-            if self.negclip:
-                columns += list(contrastive.hard_negative_texts(variant, rng))
-            encoded = [self.tokenizer.encode(c) for c in columns]
-            ids.append(np.stack([e[0] for e in encoded]))  # [C, n, L]
-            mask.append(np.stack([e[1] for e in encoded]))
+        per_image = [self._fine_tuning_captions(s) for s in samples]
+        counts = np.array([len(c) for c in per_image])
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        captions = [c for cs in per_image for c in cs]
+        columns = [[c["caption"] for c in captions]]
+        if self.negclip:
+            columns += list(contrastive.hard_negative_texts(captions, rng))
+        encoded = [self.tokenizer.encode(c) for c in columns]
         replicated = sharding.replicated(self.mesh)
         data = sharding.put(
-            {"images": images, "input_ids": np.stack(ids), "attention_mask": np.stack(mask)},  # [variants, C, n, L]
+            {"images": images, "input_ids": np.stack([e[0] for e in encoded]),  # [C, captions, L]
+             "attention_mask": np.stack([e[1] for e in encoded])},
             replicated,
         )
         # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
         state = _copy(self.place(state))
         losses = []
         for epoch in range(int(k)):
-            order = rng.permutation(n)
+            turn = [rng.permutation(c) for c in counts]  # each image's captions in a random order
             pending = []
-            for start in range(0, n, b):
-                idx = order[start : start + b]
-                valid = np.arange(b) < len(idx)
-                idx = np.concatenate([idx, np.full(b - len(idx), idx[0])])
-                mirror = (rng.random(b) < 0.5) & self.mirror_augment
-                batch = self._gather(data, *sharding.put((idx, valid, mirror), replicated))
-                state, metrics = self._train_step(state, batch)
-                pending.append(metrics["loss"])
+            for r in range(int(counts.max())):
+                owners = np.array([i for i in rng.permutation(n) if counts[i] > r])
+                rows = first[owners] + np.array([turn[i][r] for i in owners])
+                for start in range(0, len(owners), b):
+                    image_rows, caption_rows = owners[start : start + b], rows[start : start + b]
+                    valid = np.arange(b) < len(image_rows)
+                    pad = b - len(image_rows)
+                    image_rows = np.concatenate([image_rows, np.full(pad, image_rows[0])])
+                    caption_rows = np.concatenate([caption_rows, np.full(pad, caption_rows[0])])
+                    batch = self._gather(data, *sharding.put((image_rows, caption_rows, valid), replicated))
+                    state, metrics = self._train_step(state, batch)
+                    pending.append(metrics["loss"])
             for i, loss in enumerate(jax.device_get(pending)):
                 losses.append(contrastive.check_finite(float(loss), f"epoch {epoch} step {i} of finetune"))
         return state, losses
 
-
-def mirrored(sample: dict) -> dict:
-    """The sample as seen in the horizontally mirrored image: left and right trade places."""
-    swap = {"left": "right", "right": "left"}
-    terms = prompts.order_terms(tuple(swap.get(t, t) for t in sample["terms"]))
-    return {
-        **sample,
-        "terms": terms,
-        "caption": prompts.caption(sample["located"], sample["reference"], terms),
-    }
+    def _fine_tuning_captions(self, sample: dict) -> list[dict]:
+        metadata = sample.get("metadata")
+        if not self.all_pairs or metadata is None:
+            return [sample]
+        count = len(metadata["objects"])
+        return [prompts.describe_pair(metadata, i, j) for i in range(count) for j in range(count) if i != j]
 
 
 @jax.jit
@@ -361,19 +367,15 @@ def _copy(tree):
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
-def _gather(data, idx, valid, mirror):
-    """The minibatch `idx` of device-resident fine-tuning data (no host copy per step); where `mirror`,
-    the image is flipped left-right and the texts come from the mirrored variant."""
-    images = data["images"][idx]
-    images = jnp.where(mirror[:, None, None, None], images[:, :, ::-1], images)
-    variant = jnp.where(mirror, data["input_ids"].shape[0] - 1, 0)  # [B]
+def _gather(data, image_rows, caption_rows, valid):
+    """A minibatch of device-resident fine-tuning data (no host copy per step): images [B, ...] and, for
+    every text column, the captions `caption_rows` -> [C * B, L]."""
 
-    def texts(x):  # [V, C, n, L] -> [C * B, L]
-        picked = x[variant[None, :], jnp.arange(x.shape[1])[:, None], idx[None, :]]
-        return picked.reshape(-1, x.shape[-1])
+    def texts(x):  # [C, captions, L] -> [C * B, L]
+        return x[:, caption_rows].reshape(-1, x.shape[-1])
 
     return {
-        "images": images,
+        "images": data["images"][image_rows],
         "input_ids": texts(data["input_ids"]),
         "attention_mask": texts(data["attention_mask"]),
         "valid": valid,
