@@ -185,6 +185,11 @@ def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
     assert len(meta["records"]) == 2
 
 
+def test_caption_pairs_reaches_the_clip_learner():
+    assert run.make_learner(smoke_config(caption_pairs="all")).all_pairs
+    assert not run.make_learner(smoke_config()).all_pairs
+
+
 def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
     from rls3_jax import main
 
