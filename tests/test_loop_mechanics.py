@@ -114,6 +114,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
     run_file.write_text(json.dumps(record))
     with pytest.raises(run.RunError, match="caption_pairs: 'one' -> 'all'"):
         run.run(smoke_config(iterations=1, caption_pairs="all"), tmp_path / "r", resume=True)
+    assert len(run.run(smoke_config(iterations=2), tmp_path / "r", resume=True)) == 3  # records 0, 1, 2
 
 
 def test_resume_of_a_checkpoint_with_the_old_sample_counts_is_refused(tmp_path, scalar_learner):
