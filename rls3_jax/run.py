@@ -50,7 +50,7 @@ def _prepare_out(out: Path, config: RunConfig, resume: bool) -> None:
         saved = {**dataclasses.asdict(RunConfig()), **json.loads((out / RUN_FILE).read_text())["config"]}
         changed = sorted(k for k, v in record["config"].items() if k not in _RESUMABLE_CHANGES and saved[k] != v)
         if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {record['config'][k]!r}" for k in changed)
+            detail = ", ".join(f"{k}: {saved[k]!r} -> {record['config'][k]!r}" for k in changed)
             raise RunError(f"--resume: the run in {out} was started with other settings ({detail})")
         return
     if out.exists() and not out.is_dir():
