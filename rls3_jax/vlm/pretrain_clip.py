@@ -52,7 +52,7 @@ def save_base_weights(out: Path, config, params, meta: dict) -> Path:
 def pretrain(
     seed: int = 0,
     samples: int = 8000,
-    epochs: int = 4,
+    epochs: int = 20,
     batch_size: int = 64,
     learning_rate: float = 5e-4,
     log=print,
@@ -171,7 +171,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("rls3_jax/assets/clip_base.safetensors"))
     parser.add_argument("--samples", type=int, default=8000)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     args = parser.parse_args(argv)
