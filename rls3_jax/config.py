@@ -17,6 +17,7 @@ ENVS = ("sim", "unity")
 PRESETS = ("smoke", "default", "paper")
 REWARD_MODES = ("batch", "per-sample")
 CAPTION_PAIRS = ("one", "all")
+CLIP_VISION = ("trained", "frozen")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class RunConfig:
     vlm_batch_size: int = 16
     learning_rate: float = 0.0  # 0: the learner's own default
     caption_pairs: str = "one"  # CLIP fine-tuning captions per image: the sample's one pair, or all its pairs
+    clip_vision: str = "trained"  # CLIP fine-tuning: update the vision tower too, or keep it frozen
     # scale-out
     mesh: str | None = None  # "data=N,fsdp=M" (rls3_jax.sharding); None: every device on data
     dtype: str = "auto"  # VLM compute (and, for PaliGemma, frozen-parameter) dtype: auto | float32 | bfloat16
@@ -64,7 +66,8 @@ class RunConfig:
 
     def validate(self) -> None:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
-                              ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS)):
+                              ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS),
+                              ("clip_vision", CLIP_VISION)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
@@ -79,6 +82,8 @@ class RunConfig:
             raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
         if self.caption_pairs == "all" and self.vlm == "paligemma":
             raise ValueError("--caption-pairs all applies to clip and negclip, not paligemma")
+        if self.clip_vision == "frozen" and self.vlm == "paligemma":
+            raise ValueError("--clip-vision frozen applies to clip and negclip, not paligemma")
         if self.env == "unity" and not (self.unity_build or self.unity_port):
             raise ValueError("--env unity needs --unity-build PATH or --unity-port N")
 

@@ -12,7 +12,17 @@ import sys
 import time
 from pathlib import Path
 
-from rls3_jax.config import AGENTS, CAPTION_PAIRS, ENVS, PRESETS, REWARD_MODES, VLMS, RunConfig, preset
+from rls3_jax.config import (
+    AGENTS,
+    CAPTION_PAIRS,
+    CLIP_VISION,
+    ENVS,
+    PRESETS,
+    REWARD_MODES,
+    VLMS,
+    RunConfig,
+    preset,
+)
 
 # flag -> (RunConfig field, type, help with the paper's value)
 _LOOP_FLAGS = {
@@ -66,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption-pairs", default="one",
                         help=f"{' | '.join(CAPTION_PAIRS)}: CLIP/NegCLIP fine-tune on each sample's one caption "
                              "(the paper) or on a caption for every ordered pair of the objects in its image")
+    parser.add_argument("--clip-vision", default="trained",
+                        help=f"{' | '.join(CLIP_VISION)}: CLIP/NegCLIP fine-tune updates the vision tower too (the "
+                             "paper) or keeps it as loaded and trains the text tower and projections")
     parser.add_argument("--export-data", action="store_true",
                         help="write each fine-tuning batch as PNG images with a JSONL index under --out/data")
     for flag, (_, kind, text) in _LOOP_FLAGS.items():
@@ -99,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from, reward=args.reward, caption_pairs=args.caption_pairs,
+        clip_vision=args.clip_vision,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,
         num_envs=args.num_envs, **values,

@@ -96,7 +96,8 @@ def make_learner(config: RunConfig):
 
     return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",
                               learning_rate=learning_rate, batch_size=config.vlm_batch_size, mesh=mesh,
-                              dtype=config.dtype, all_pairs=config.caption_pairs == "all")
+                              dtype=config.dtype, all_pairs=config.caption_pairs == "all",
+                              freeze_vision=config.clip_vision == "frozen")
 
 
 def make_env(config: RunConfig, split: str, image_size: int):

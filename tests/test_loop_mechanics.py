@@ -186,9 +186,11 @@ def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
     assert len(meta["records"]) == 2
 
 
-def test_caption_pairs_reaches_the_clip_learner():
+def test_caption_pairs_and_clip_vision_reach_the_clip_learner():
     assert run.make_learner(smoke_config(caption_pairs="all")).all_pairs
-    assert not run.make_learner(smoke_config()).all_pairs
+    assert run.make_learner(smoke_config(clip_vision="frozen")).freeze_vision
+    default = run.make_learner(smoke_config())
+    assert not default.all_pairs and not default.freeze_vision
 
 
 def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
@@ -197,6 +199,8 @@ def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
     for argv, needle in ((["--vlm", "gpt"], "--vlm"), (["--agent", "ppo"], "--agent"), (["--eta", "2"], "--eta"),
                          (["--caption-pairs", "some"], "--caption-pairs"),
                          (["--vlm", "paligemma", "--caption-pairs", "all"], "--caption-pairs"),
+                         (["--clip-vision", "half"], "--clip-vision"),
+                         (["--vlm", "paligemma", "--clip-vision", "frozen"], "--clip-vision"),
                          (["--weights", str(tmp_path / "missing")], "missing")):
         assert main.main([*argv, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()

@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from rls3_jax import prompts, sharding
 from rls3_jax.vlm import clip as clip_model
@@ -124,6 +125,7 @@ class ClipLearner:
     base_params: Any  # numpy tree or None (random init from the seed)
     resize: Callable | None  # host-side uint8 resize + crop when images do not come at image_size
     all_pairs: bool  # fine-tune on a caption for every ordered pair of a sample's objects, not its one pair
+    freeze_vision: bool  # fine-tuning leaves the vision tower as loaded
     _train_step: Callable
     _embed_images: Callable
     _embed_texts: Callable
@@ -147,10 +149,13 @@ class ClipLearner:
         base_weights: str | Path | None = None,
         text_length: int = HF_TEXT_LENGTH,
         all_pairs: bool = False,
+        freeze_vision: bool = False,
         mesh=None,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
-        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer.;
+        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer;
+        all_pairs: see `finetune`; freeze_vision: fine-tuning leaves the vision tower as loaded (the text
+        tower and both projections train);
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`; batch sizes round up to its size)."""
         del seed  # parameters come from init_state(seed)
         mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
@@ -188,7 +193,7 @@ class ClipLearner:
             warmup_steps=warmup_steps,
             decay_steps=decay_steps,
         )
-        optimizer = contrastive.make_optimizer(train_config)
+        optimizer = _optimizer(train_config, freeze_vision)
         mesh = mesh or sharding.make_mesh()
         shapes = jax.eval_shape(
             lambda p: contrastive.init_train_state(p, optimizer),
@@ -219,6 +224,7 @@ class ClipLearner:
             base_params=base_params,
             resize=resize,
             all_pairs=all_pairs,
+            freeze_vision=freeze_vision,
             _train_step=contrastive.make_train_step(
                 model, optimizer, mean, std, (state_sh, batch_sh, replicated)),
             _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
@@ -236,7 +242,7 @@ class ClipLearner:
         if params is None:
             params = clip_model.init_params(self.model.config, seed)
         params = sharding.put(params, self.state_sharding["params"])  # fresh buffers: train steps donate them
-        optimizer = contrastive.make_optimizer(self.train_config)
+        optimizer = _optimizer(self.train_config, self.freeze_vision)
         return {"params": params, "opt": jax.jit(optimizer.init, out_shardings=self.state_sharding["opt"])(params),
                 "step": sharding.put(np.zeros((), np.int32), self.state_sharding["step"])}
 
@@ -359,6 +365,17 @@ class ClipLearner:
             return [sample]
         count = len(metadata["objects"])
         return [prompts.describe_pair(metadata, i, j) for i in range(count) for j in range(count) if i != j]
+
+
+def _optimizer(train_config: contrastive.TrainConfig, freeze_vision: bool):
+    optimizer = contrastive.make_optimizer(train_config)
+    if not freeze_vision:
+        return optimizer
+    # zero updates for the vision tower; its visual projection still trains
+    return optax.multi_transform(
+        {"train": optimizer, "frozen": optax.set_to_zero()},
+        lambda params: {k: "frozen" if k == "vision_model" else "train" for k in params},
+    )
 
 
 @jax.jit

@@ -1,8 +1,13 @@
 """Base weights of the embedded default CLIP: contrastive pre-training on *naming* the objects of the
-training scenes ("a blender, a plate and a yellow bowl", objects in random order), never on where they are.
+training scenes ("a blender, a plate and a yellow bowl", objects in random order), plus an auxiliary linear
+head, discarded afterwards, that reads each present object's place in the image (column, row, inverse
+distance) from the image embedding. No spatial word is ever seen.
 
-Like the paper's pretrained VLMs, the result sees the objects but has not been taught their spatial
-relations; the spatial skill must come from the RLS3 loop. Reproduce the shipped file with
+Like the paper's pretrained VLMs, the result sees the objects and where they lie in the picture, but has not
+been taught spatial relations or their words; that skill must come from the RLS3 loop. The position head
+is there because a naming-only tower pools the objects' places away: a probe then cannot read the
+relations from its embedding at all, let alone a text tower after a few hundred samples (docs/clip.md).
+Reproduce the shipped file with
 
     python -m rls3_jax.vlm.pretrain_clip --seed 0 --out rls3_jax/assets/clip_base.safetensors
 
@@ -49,16 +54,72 @@ def save_base_weights(out: Path, config, params, meta: dict) -> Path:
     return out
 
 
+POSITION_WEIGHT = 1.0  # weight of the position head's loss next to the naming loss
+
+
+def image_positions(metadatas, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each catalogue object's (column, row, 1 / distance) in the rendered image [N, K, 3] and whether it
+    is in the sample [N, K] (K = catalogue size; absent objects are zeros)."""
+    from sim import OBJECT_NAMES
+    from sim.render import view
+    from sim.scenes import SCENES
+
+    places = np.zeros((len(metadatas), len(OBJECT_NAMES), 3), np.float32)
+    present = np.zeros((len(metadatas), len(OBJECT_NAMES)), np.float32)
+    for n, m in enumerate(metadatas):
+        camera = view(SCENES[m["scene"]], image_size, image_size)
+        for obj in m["objects"]:
+            row, column, distance = camera.project(obj["position"])
+            k = OBJECT_NAMES.index(obj["name"])
+            places[n, k], present[n, k] = (column, row, 1.0 / distance), 1.0
+    return places, present
+
+
+def _position_error(head, image_embeds, places, present):
+    """Per-axis squared error summed over present objects, and their count: [3], ()."""
+    dim = image_embeds.shape[-1]
+    predicted = (image_embeds * dim**0.5) @ head["kernel"] + head["bias"]
+    error = (predicted.reshape(places.shape) - places) ** 2 * present[..., None]
+    return error.sum((0, 1)), present.sum()
+
+
+def make_pretrain_step(model, optimizer):
+    """Jitted `(state, batch) -> (state, (naming_loss, position_loss))` over {"clip", "head"} parameters."""
+    import jax.numpy as jnp
+    import optax
+
+    def loss_fn(params, batch):
+        pixels = contrastive.to_pixel_values(batch["images"])
+        out = model.apply({"params": params["clip"]}, input_ids=batch["input_ids"], pixel_values=pixels,
+                          attention_mask=batch["attention_mask"])
+        scale = jnp.exp(jnp.minimum(params["clip"]["logit_scale"], contrastive.MAX_LOGIT_SCALE))
+        naming, _ = contrastive.contrastive_loss(scale * out.image_embeds @ out.text_embeds.T)
+        error, count = _position_error(params["head"], out.image_embeds, batch["places"], batch["present"])
+        position = error.sum() / (3 * count)
+        return naming + POSITION_WEIGHT * position, (naming, position)
+
+    def step(state, batch):
+        (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
+        updates, opt = optimizer.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt}, losses
+
+    return jax.jit(step, donate_argnums=0)
+
+
 def pretrain(
     seed: int = 0,
     samples: int = 8000,
-    epochs: int = 20,
+    epochs: int = 30,
     batch_size: int = 64,
     learning_rate: float = 5e-4,
     log=print,
 ):
-    """(config, params, meta) after contrastive object-naming pre-training on sim's train split."""
+    """(config, params, meta) after pre-training on sim's train split: contrastive object naming plus the
+    position head (the head is not returned)."""
+    import jax.numpy as jnp
+
     import sim  # the simulator renders the training scenes
+    from sim import OBJECT_NAMES
 
     start = time.time()
     tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
@@ -67,6 +128,11 @@ def pretrain(
     images, metadatas = sim.generate_samples("train", samples, seed, image_size=size)
     names = [[o["name"] for o in m["objects"]] for m in metadatas]
     scenes = [m["scene_name"] for m in metadatas]
+    places, present = image_positions(metadatas, size)
+    # standardise each axis over the present objects, so that the three weigh alike
+    mean = (places * present[..., None]).sum((0, 1)) / present.sum()
+    std = np.sqrt((((places - mean) ** 2) * present[..., None]).sum((0, 1)) / present.sum())
+    places = (places - mean) / std * present[..., None]
     log(f"rendered {samples} training-scene images at {size} px in {time.time() - start:.0f} s")
 
     steps_per_epoch = samples // batch_size
@@ -79,36 +145,60 @@ def pretrain(
     )
     optimizer = contrastive.make_optimizer(train_config)
     model = clip_model.CLIPModel(config)
-    state = contrastive.init_train_state(clip_model.init_params(config, seed), optimizer)
-    step = contrastive.make_train_step(model, optimizer)
-    device_images = jax.numpy.asarray(images)
+    head_outputs = 3 * len(OBJECT_NAMES)
+    params = {
+        "clip": clip_model.init_params(config, seed),
+        "head": {"kernel": jnp.zeros((config.projection_dim, head_outputs)), "bias": jnp.zeros((head_outputs,))},
+    }
+    state = {"params": params, "opt": optimizer.init(params)}
+    step = make_pretrain_step(model, optimizer)
+    device_images = jnp.asarray(images)
     rng = np.random.default_rng(seed)
-    valid = jax.numpy.ones((batch_size,), bool)
-    losses = []
+    losses, position_losses = [], []
     for epoch in range(epochs):
         order = rng.permutation(samples)
         epoch_losses = []
         for s in range(steps_per_epoch):
             idx = order[s * batch_size : (s + 1) * batch_size]
             ids, mask = tokenizer.encode([object_list_caption(names[i], rng, scenes[i]) for i in idx])
-            batch = {"images": device_images[idx], "input_ids": ids, "attention_mask": mask, "valid": valid}
-            state, metrics = step(state, batch)
-            epoch_losses.append(metrics["loss"])
-        epoch_losses = [float(v) for v in jax.device_get(epoch_losses)]
-        losses.append(float(np.mean(epoch_losses)))
-        contrastive.check_finite(losses[-1], f"pre-training epoch {epoch}")
-        log(f"epoch {epoch}: loss {losses[-1]:.3f} ({time.time() - start:.0f} s)")
+            batch = {"images": device_images[idx], "input_ids": ids, "attention_mask": mask,
+                     "places": places[idx], "present": present[idx]}
+            state, step_losses = step(state, batch)
+            epoch_losses.append(step_losses)
+        naming, position = np.mean(np.asarray(jax.device_get(epoch_losses), np.float64), axis=0)
+        losses.append(float(naming))
+        position_losses.append(float(position))
+        contrastive.check_finite(losses[-1] + position_losses[-1], f"pre-training epoch {epoch}")
+        log(f"epoch {epoch}: naming loss {naming:.3f}, position loss {position:.3f} ({time.time() - start:.0f} s)")
     meta = {
         "seed": seed,
         "samples": samples,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
-        "task": "contrastive object naming on sim train-split renders (no spatial terms)",
+        "task": "contrastive object naming plus a discarded linear head reading each object's image column, "
+        "row and inverse distance from the image embedding, on sim train-split renders (no spatial words)",
         "epoch_losses": losses,
+        "epoch_position_losses": position_losses,
+        "val_position_r2": position_r2(model, state["params"], size, mean, std),
         "seconds": round(time.time() - start, 1),
     }
-    return config, jax.device_get(state["params"]), meta
+    return config, jax.device_get(state["params"]["clip"]), meta
+
+
+def position_r2(model, params, image_size: int, mean, std, samples: int = 512, seed: int = 5) -> list[float]:
+    """R^2 of the position head on val renders, per axis (column, row, inverse distance)."""
+    import sim
+
+    images, metadatas = sim.generate_samples("val", samples, seed, image_size=image_size)
+    places, present = image_positions(metadatas, image_size)
+    places = (places - mean) / std * present[..., None]
+    embeds = model.apply({"params": params["clip"]}, contrastive.to_pixel_values(images),
+                         method=clip_model.CLIPModel.get_image_features)
+    embeds = embeds / np.linalg.norm(embeds, axis=-1, keepdims=True)
+    error, _ = _position_error(params["head"], embeds, places, present)
+    total = ((places**2) * present[..., None]).sum((0, 1))
+    return [round(float(v), 3) for v in 1.0 - np.asarray(error) / total]
 
 
 def pair_samples(metadatas, seed: int) -> list[dict]:
@@ -171,7 +261,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("rls3_jax/assets/clip_base.safetensors"))
     parser.add_argument("--samples", type=int, default=8000)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     args = parser.parse_args(argv)
