@@ -226,7 +226,7 @@ class ClipLearner:
             all_pairs=all_pairs,
             freeze_vision=freeze_vision,
             _train_step=contrastive.make_train_step(
-                model, optimizer, mean, std, (state_sh, batch_sh, replicated)),
+                model, optimizer, mean, std, (state_sh, batch_sh, replicated), FROZEN if freeze_vision else ()),
             _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
                                   out_shardings=replicated),
             _embed_texts=jax.jit(embed_texts, in_shardings=(state_sh["params"], batch_sh, batch_sh),
@@ -367,14 +367,16 @@ class ClipLearner:
         return [prompts.describe_pair(metadata, i, j) for i in range(count) for j in range(count) if i != j]
 
 
+FROZEN = ("vision_model",)  # what freeze_vision holds; its visual projection still trains
+
+
 def _optimizer(train_config: contrastive.TrainConfig, freeze_vision: bool):
     optimizer = contrastive.make_optimizer(train_config)
     if not freeze_vision:
         return optimizer
-    # zero updates for the vision tower; its visual projection still trains
     return optax.multi_transform(
         {"train": optimizer, "frozen": optax.set_to_zero()},
-        lambda params: {k: "frozen" if k == "vision_model" else "train" for k in params},
+        lambda params: {k: "frozen" if k in FROZEN else "train" for k in params},
     )
 
 

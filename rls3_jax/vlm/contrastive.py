@@ -144,7 +144,8 @@ def init_train_state(params, optimizer: optax.GradientTransformation) -> dict:
 
 
 def make_train_step(
-    model: CLIPModel, optimizer: optax.GradientTransformation, mean=CLIP_MEAN, std=CLIP_STD, shardings=None
+    model: CLIPModel, optimizer: optax.GradientTransformation, mean=CLIP_MEAN, std=CLIP_STD, shardings=None,
+    frozen: tuple[str, ...] = (),
 ):
     """Jitted `(state, batch) -> (state, metrics)`: forward, loss, backward and update in one XLA program.
 
@@ -152,9 +153,12 @@ def make_train_step(
     3 for NegCLIP, columns ordered as in the module docstring), "valid" bool [N].
     shardings: None, or (state, batch, replicated) shardings from rls3_jax.sharding: the step then runs on
     the mesh, the state staying where its shardings put it.
+    frozen: top-level parameter groups (e.g. "vision_model") held constant in the loss, so that no gradient
+    is computed for them; the optimiser must leave them unchanged too.
     """
 
     def loss_fn(params, batch):
+        params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
         pixels = to_pixel_values(batch["images"], mean, std, model.dtype)
         out = model.apply(
             {"params": params},
