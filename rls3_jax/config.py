@@ -80,10 +80,9 @@ class RunConfig:
             raise ValueError(f"--eta must lie in (0, 1], got {self.eta}")
         if self.pretrain_steps < 0 or self.patience < 0 or self.min_iterations < 0:
             raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
-        if self.caption_pairs == "all" and self.vlm == "paligemma":
-            raise ValueError("--caption-pairs all applies to clip and negclip, not paligemma")
-        if self.clip_vision == "frozen" and self.vlm == "paligemma":
-            raise ValueError("--clip-vision frozen applies to clip and negclip, not paligemma")
+        clip_only = {"--caption-pairs all": self.caption_pairs == "all", "--clip-vision frozen": self.clip_vision == "frozen"}
+        for flag in (flag for flag, chosen in clip_only.items() if chosen and self.vlm == "paligemma"):
+            raise ValueError(f"{flag} applies to clip and negclip, not paligemma")
         if self.env == "unity" and not (self.unity_build or self.unity_port):
             raise ValueError("--env unity needs --unity-build PATH or --unity-port N")
 

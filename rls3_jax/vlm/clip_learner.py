@@ -3,8 +3,8 @@
 `ClipLearner.create(weights=None)` is the embedded default: a small CLIP (96 px images, closed-vocabulary
 word tokenizer) starting from the base weights shipped in `rls3_jax/assets/clip_base.safetensors` (trained
 by `python -m rls3_jax.vlm.pretrain_clip` to name the objects of the training scenes and place them in the
-image, never on spatial relations or their words), or from a random init when that file is absent. `create(weights=<dir>)` loads a Hugging Face CLIP
-checkpoint directory with its own tokenizer and preprocessing.
+image, never on spatial relations or their words), or from a random init when that file is absent.
+`create(weights=<dir>)` loads a Hugging Face CLIP checkpoint directory with its own tokenizer and preprocessing.
 """
 
 from __future__ import annotations
