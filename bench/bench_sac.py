@@ -1,5 +1,5 @@
 """SAC throughput on the stand-in simulator: SB3 (PyTorch), SBX (JAX), ours (Python env), ours (fully jitted),
-and the ceiling (the bare jitted update). Prints one JSON line.
+the ceiling (the bare jitted update) and the machine's arithmetic bound on it. Prints one JSON line.
 
     python bench/bench_sac.py [--steps 5000] [--learning-starts 1000] [--repeats 1] [--agents sb3,sbx,...]
 
@@ -7,7 +7,8 @@ Every agent runs learning_starts random steps then `steps` learning steps (one g
 same hyperparameters (SB3's SAC defaults, batch 256, two hidden layers of 256) on `sim.IndoorSceneEnv`
 (train split, episodes truncated after 200 steps). Steps/s count the learning phase after its first
 `--warmup` learning steps, so JIT compilation is excluded for every agent. Valid fractions are over each
-agent's last 1,000 steps. Needs the `bench` extra (stable-baselines3, sbx-rl).
+agent's last 1,000 steps. The bound is the update's FLOPs (XLA's cost analysis) at the rate this machine
+reaches on the update's dominant matmul alone. Needs the `bench` extra (stable-baselines3, sbx-rl).
 """
 
 from __future__ import annotations
@@ -170,10 +171,37 @@ def bench_ceiling(args, seed):
     return n * chunk / (time.perf_counter() - t0), None
 
 
+def bench_bound(args, seed):
+    """Updates/s if every FLOP of the update ran at the speed of a chain of [256,256] @ [256,256] matmuls
+    (16 of them, 0.54 of the update's 0.61 GFLOP; the rest are smaller matmuls, Adam and the losses)."""
+    state = sac.init(SACConfig(), 32, 3, seed)
+    batch = replay.Transition(jnp.zeros((256, 32)), jnp.zeros((256, 3)), jnp.zeros(256), jnp.zeros((256, 32)),
+                              jnp.zeros(256))
+    cost = jax.jit(sac.update_unjitted).lower(state, batch).compile().cost_analysis()
+    update_flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    @jax.jit
+    def chain(h, w):
+        return jax.lax.scan(lambda h, _: (jnp.tanh(h @ w), None), h, None, length=50)[0]
+
+    key_h, key_w = jax.random.split(jax.random.PRNGKey(seed))
+    h, w = 0.05 * jax.random.normal(key_h, (256, 256)), 0.05 * jax.random.normal(key_w, (256, 256))
+    chain(h, w).block_until_ready()
+    n = 100  # ~5,000 matmuls, a few seconds: long enough to average the machine's drift like the ceiling
+    t0 = time.perf_counter()
+    for _ in range(n):
+        h = chain(h, w)
+    h.block_until_ready()
+    gemm_flops_per_s = n * 50 * 2 * 256**3 / (time.perf_counter() - t0)
+    extras = {"update_gflop": update_flops / 1e9, "gemm_256_gflop_per_s": gemm_flops_per_s / 1e9}
+    return gemm_flops_per_s / update_flops, None, extras
+
+
 BENCHES = {"sb3": bench_sb3, "sbx": bench_sbx, "ours": bench_ours, "ours_jit": bench_ours_jit,
-           "ceiling": bench_ceiling}
+           "ceiling": bench_ceiling, "bound": bench_bound}
 KEYS = {"sb3": "sb3_steps_per_s", "sbx": "sbx_steps_per_s", "ours": "ours_steps_per_s",
-        "ours_jit": "ours_jit_steps_per_s", "ceiling": "ceiling_updates_per_s"}
+        "ours_jit": "ours_jit_steps_per_s", "ceiling": "ceiling_updates_per_s",
+        "bound": "arithmetic_bound_updates_per_s"}
 
 
 def main():
@@ -183,7 +211,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=500, help="learning steps not timed (compilation)")
     parser.add_argument("--chunk", type=int, default=500, help="steps per compiled scan (jitted paths)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per agent; the median is reported")
-    parser.add_argument("--agents", default="sb3,sbx,ours,ours_jit,ceiling")
+    parser.add_argument("--agents", default="sb3,sbx,ours,ours_jit,ceiling,bound")
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -203,14 +231,19 @@ def main():
     for name in agents:
         runs = all_runs[name]
         result[KEYS[name]] = round(statistics.median(r[0] for r in runs), 1)
-        if name != "ceiling":
+        for extra in (runs[0][2] if len(runs[0]) > 2 else {}):
+            result[extra] = round(statistics.median(r[2][extra] for r in runs), 3)
+        if name not in ("ceiling", "bound"):
             result[f"{name}_valid_fraction_last_1000"] = round(statistics.median(r[1] for r in runs), 3)
         if args.repeats > 1:
             result[f"{KEYS[name]}_runs"] = [round(r[0], 1) for r in runs]
     ratios = {"ours_vs_sb3": ("ours_steps_per_s", "sb3_steps_per_s"),
               "ours_vs_sbx": ("ours_steps_per_s", "sbx_steps_per_s"),
               "ours_jit_vs_sb3": ("ours_jit_steps_per_s", "sb3_steps_per_s"),
-              "ours_jit_vs_ceiling": ("ours_jit_steps_per_s", "ceiling_updates_per_s")}
+              "ours_jit_vs_ceiling": ("ours_jit_steps_per_s", "ceiling_updates_per_s"),
+              "ours_vs_ceiling": ("ours_steps_per_s", "ceiling_updates_per_s"),
+              "sbx_vs_ceiling": ("sbx_steps_per_s", "ceiling_updates_per_s"),
+              "ceiling_vs_bound": ("ceiling_updates_per_s", "arithmetic_bound_updates_per_s")}
     for name, (num, den) in ratios.items():
         if num in result and den in result:
             result[name] = round(result[num] / result[den], 2)
