@@ -233,7 +233,7 @@ def main():
         result[KEYS[name]] = round(statistics.median(r[0] for r in runs), 1)
         for extra in (runs[0][2] if len(runs[0]) > 2 else {}):
             result[extra] = round(statistics.median(r[2][extra] for r in runs), 3)
-        if name not in ("ceiling", "bound"):
+        if runs[0][1] is not None:  # the ceiling and the bound have no environment
             result[f"{name}_valid_fraction_last_1000"] = round(statistics.median(r[1] for r in runs), 3)
         if args.repeats > 1:
             result[f"{KEYS[name]}_runs"] = [round(r[0], 1) for r in runs]
