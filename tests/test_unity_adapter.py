@@ -1,6 +1,7 @@
 """The Unity adapter end to end through ML-Agents' real UnityEnvironment, against the fake Unity player (a separate
 process speaking the gRPC protocol with mlagents_envs' generated messages), compared with sim.IndoorSceneEnv."""
 
+import errno
 import os
 import signal
 import socket
@@ -227,8 +228,10 @@ def test_nobody_connecting_times_out_with_advice():
     ):
         UnityIndoorSceneEnv(port=port, timeout_s=1)
     assert time.monotonic() - start < 1 + 5  # the timeout holds (slack for a loaded CI machine), not the default 60 s
-    with socket.socket() as s:  # the port was released
-        s.bind(("localhost", port))
+    # the port was released: nothing listens there (binding it could collide with another process's outgoing
+    # connection, whose local port is drawn from the same range as free_port's)
+    with socket.socket() as s:
+        assert s.connect_ex(("localhost", port)) == errno.ECONNREFUSED
 
 
 def test_port_in_use_is_reported():

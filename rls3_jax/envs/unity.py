@@ -94,7 +94,8 @@ class _Servicer(UnityToExternalServicerImplementation):
 
 
 class _Communicator(RpcCommunicator):
-    """RpcCommunicator bound to `host` only, without SO_REUSEPORT, with sub-second polling of the deadline."""
+    """RpcCommunicator bound to `host` only, without SO_REUSEPORT, with sub-second polling of the deadline and a
+    close that returns once the port is free."""
 
     def __init__(self, worker_id, base_port, timeout_wait, host):
         self._host = host
@@ -121,6 +122,12 @@ class _Communicator(RpcCommunicator):
             if poll_callback:
                 poll_callback()
         raise UnityTimeOutException(f"no message from Unity within {self.timeout_wait} s")
+
+    def close(self):
+        server = self.server if self.is_open else None
+        super().close()
+        if server is not None:  # ML-Agents' stop() returns before gRPC closes the listener; a reconnect needs it closed
+            server.stop(None).wait(5)
 
 
 class _UnityEnvironment(UnityEnvironment):
