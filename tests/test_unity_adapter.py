@@ -181,7 +181,7 @@ def test_bad_actions_are_rejected_before_reaching_unity(players):
 def test_player_killed_mid_episode_gives_a_clean_error(players):
     port = free_port()
     player = players(port)
-    env = UnityIndoorSceneEnv(image_size=SIZE, port=port, timeout_s=8)
+    env = UnityIndoorSceneEnv(image_size=SIZE, port=port, timeout_s=20)
     try:
         env.reset(seed=0)
         for _ in range(3):
@@ -192,9 +192,8 @@ def test_player_killed_mid_episode_gives_a_clean_error(players):
         start = time.monotonic()
         with pytest.raises(UnityEnvError) as err:
             env.step(np.zeros(3, np.float32))
-        assert (
-            time.monotonic() - start < 2
-        )  # noticed from the dropped connection, well before the 8 s timeout
+        # noticed from the dropped connection, well before the 20 s timeout (slack for a loaded CI machine)
+        assert time.monotonic() - start < 8
         message = str(err.value)
         assert "\n" not in message and f"port {port}" in message and "step 4 of episode 1" in message
         assert "restart Unity" in message and "checkpoint" in message
@@ -214,7 +213,7 @@ def test_hung_player_times_out_within_the_configured_timeout(players):
         start = time.monotonic()
         with pytest.raises(UnityEnvError, match=rf"port {port} stopped during step 1 .*no answer within 2 s"):
             env.step(np.zeros(3, np.float32))
-        assert 1.5 < time.monotonic() - start < 2 + 2
+        assert 1.5 < time.monotonic() - start < 2 + 4  # the 2 s timeout, not the default 60 s
     finally:
         player.send_signal(signal.SIGCONT)
         env.close_connection()
@@ -283,8 +282,8 @@ def test_build_that_dies_at_start_is_reported(tmp_path):
     with pytest.raises(
         UnityEnvError, match=r"Unity build .*Broken.* on port \d+: could not start .*return code 3"
     ):
-        UnityIndoorSceneEnv(build=str(build), port=free_port(), timeout_s=10)
-    assert time.monotonic() - start < 5
+        UnityIndoorSceneEnv(build=str(build), port=free_port(), timeout_s=30)
+    assert time.monotonic() - start < 10  # noticed from the exit, not the 30 s timeout
 
 
 def test_make_env_rejects_unknown_kinds_and_stray_unity_options():
