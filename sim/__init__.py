@@ -2,12 +2,13 @@
 
 from sim.env import IndoorSceneEnv
 from sim.objects import OBJECT_NAMES, OBJECTS
-from sim.samples import generate_samples
+from sim.samples import generate_metadata, generate_samples
 from sim.scenes import SCENES, TEST_SCENES, TRAIN_SCENES, scenes_for_split
 
 __all__ = [
     "IndoorSceneEnv",
     "generate_samples",
+    "generate_metadata",
     "SCENES",
     "TRAIN_SCENES",
     "TEST_SCENES",
