@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rls3_jax import checkpoint, datasets, distributed, sharded_checkpoint, sharding
+from rls3_jax import blind, checkpoint, datasets, distributed, sharded_checkpoint, sharding
 from rls3_jax.config import RunConfig
 from rls3_jax.tensorboard import SummaryWriter
 
@@ -134,6 +134,21 @@ def _fixed_sets(config: RunConfig, out: Path, image_size: int):
     test = datasets.load_or_make(cache, f"test_{config.env}_{config.test_frames}_{image_size}",
                                  make("test", config.test_frames, datasets.TEST_SEED))
     return val, test
+
+
+def _blind_metrics(config: RunConfig, val_samples: list[dict], test_samples: list[dict]) -> dict:
+    """What a model that never sees the image scores on the fixed sets (rls3_jax.blind), for every record.
+
+    The sets never change during a run, so this is computed once and each record repeats it: a record read
+    on its own, or a figure of one iteration, still has the floor to compare its metrics with.
+    """
+    return {"val_blind_metric": float(blind.blind_metric(config.vlm, val_samples)["metric"]),
+            "test_blind_metric": float(blind.blind_metric(config.vlm, test_samples)["metric"])}
+
+
+def _add_missing(records: list[dict], values: dict) -> list[dict]:
+    """Records of a run started before a key existed get it (the value holds for every iteration)."""
+    return [{**values, **r} for r in records]
 
 
 # ------------------------------------------------------------------------------------------------ agent
@@ -301,6 +316,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
 
     learner = make_learner(config)
     (val_images, val_samples), (test_images, test_samples) = _fixed_sets(config, out, learner.image_size)
+    blind_metrics = _blind_metrics(config, val_samples, test_samples)
     if config.num_envs > 1:
         if config.env != "sim":
             raise RunError(f"--num-envs {config.num_envs}: parallel environments run the simulator (--env sim) only")
@@ -325,7 +341,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
 
     if resume and not resume_from_scratch:
         tree, meta = checkpoint.load(out / CHECKPOINT_DIR)
-        records, progress_state = meta["records"], meta["progress"]
+        records, progress_state = _add_missing(meta["records"], blind_metrics), meta["progress"]
         if "env_steps" not in records[0]:  # before it, generated_samples counted invalid moves too
             raise RunError(f"--resume: the checkpoint in {out} was written by an older rls3_jax whose sample counts "
                            "differ; start a new run")
@@ -354,7 +370,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             "iteration": 0, "generated_samples": 0, "env_steps": 0, "valid_fraction": 0.0,
             "mean_extrinsic_reward": 0.0, "train_loss": None, "train_losses": [],
             "val_metric": float(val0["metric"]), "val_history": [[0, float(val0["metric"])]],
-            "test_metric": float(test0["metric"]), "test_per_term": _plain(test0["per_term"]),
+            "test_metric": float(test0["metric"]), **blind_metrics, "test_per_term": _plain(test0["per_term"]),
             "test_per_complexity": _plain(test0["per_complexity"]), "test_term_counts": test_term_counts,
             "test_complexity_counts": test_complexity_counts, "finetune_term_counts": {},
             "finetune_complexity_counts": {}, "stopped_early": False,
@@ -477,6 +493,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                 "val_metric": val_metric,
                 "val_history": val_history,
                 "test_metric": float(test["metric"]),
+                **blind_metrics,
                 "test_per_term": _plain(test["per_term"]),
                 "test_per_complexity": _plain(test["per_complexity"]),
                 "test_term_counts": test_term_counts,
@@ -531,7 +548,7 @@ def _save(out: Path, vlm_state, agent_state, buffer, records: list[dict], progre
 
 
 _SCALARS = ("generated_samples", "env_steps", "valid_fraction", "mean_extrinsic_reward", "train_loss", "val_metric",
-            "test_metric", "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s")
+            "test_metric", "val_blind_metric", "test_blind_metric", "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s")
 
 
 def _log_scalars(writer: SummaryWriter | None, record: dict) -> None:
