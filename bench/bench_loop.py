@@ -2,7 +2,8 @@
 
 For each VLM: SAC runs for several seeds, then random runs with each SAC run's generated-sample count as their
 budget (`--budget-from`). Prints one JSON line per VLM with the test metric before and after and the area
-under the test-metric-vs-generated-samples curve for both agents (mean and std over seeds).
+under the test-metric-vs-generated-samples curve for both agents (mean and std over seeds), and the image-blind
+baseline of the validation and test sets (rls3_jax.blind) to read them against.
 
     python bench/bench_loop.py [--vlms paligemma clip] [--seeds 0 1 2] [--preset default] [--out bench_runs]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rls3_jax.report import area_under_curve, draw, load_run
+from rls3_jax.report import area_under_curve, blind_metric, draw, load_run
 
 
 def run_main(*args: str) -> None:
@@ -50,7 +51,10 @@ def main() -> None:
             runs["sac"].append(load_run(sac_dir))
             runs["random"].append(load_run(rnd_dir))
         draw(runs["sac"] + runs["random"], Path(args.out) / f"report-{vlm}")
-        line = {"vlm": vlm, "preset": args.preset, "seeds": args.seeds}
+        line = {"vlm": vlm, "preset": args.preset, "seeds": args.seeds,
+                # what a model that never sees the image scores on the same sets (None: runs from before it)
+                "val_blind": blind_metric(runs["sac"] + runs["random"], "val_blind_metric"),
+                "test_blind": blind_metric(runs["sac"] + runs["random"], "test_blind_metric")}
         for agent, group in runs.items():
             before = [r["records"][0]["test_metric"] for r in group]
             after = [r["records"][-1]["test_metric"] for r in group]

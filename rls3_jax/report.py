@@ -48,6 +48,24 @@ def _curve_on_grid(runs: list[dict], grid: np.ndarray) -> np.ndarray:
     return np.array(curves)
 
 
+def blind_metric(runs: list[dict], key: str = "test_blind_metric") -> float | None:
+    """Mean image-blind baseline of runs (rls3_jax.blind); None when no run recorded it (runs started before
+    it existed). Runs of one VLM share their fixed sets, so their values agree."""
+    values = [r["records"][-1][key] for r in runs if r["records"][-1].get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _draw_blind_lines(ax, runs: list[dict]) -> None:
+    """Fig. 5's floor: one dashed line per VLM at what a model that never sees the image scores."""
+    by_vlm: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        by_vlm[run["config"]["vlm"]].append(run)
+    for vlm, group in sorted(by_vlm.items()):
+        value = blind_metric(group)
+        if value is not None:
+            ax.axhline(value, ls="--", color="0.4", lw=1, label=f"image-blind baseline, {vlm} ({value:.3f})")
+
+
 def area_under_curve(run: dict) -> float:
     """Area under the test-metric-vs-generated-samples step curve, normalised by the samples generated."""
     x = np.array([r["generated_samples"] for r in run["records"]], float)
@@ -79,6 +97,7 @@ def draw(runs: list[dict], out: Path) -> Path:
         mean, std = curves.mean(0), curves.std(0)
         ax.plot(grid, mean, label=f"{label} (n={len(group)})")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
+    _draw_blind_lines(ax, runs)
     ax.set_xlabel("generated samples (images from valid moves)")
     ax.set_ylabel(ylabel)
     ax.set_title("Test score vs generated data")
@@ -160,21 +179,26 @@ def draw(runs: list[dict], out: Path) -> Path:
 
 def summary(groups: dict[str, list[dict]]) -> str:
     lines = ["# RLS3 report", "",
-             "| agent / VLM | runs | test before | test after | AUC (test vs samples) | generated samples | iterations |",
-             "|---|---|---|---|---|---|---|"]
+             "| agent / VLM | runs | test before | test after | image-blind test | AUC (test vs samples) "
+             "| generated samples | iterations |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, group in sorted(groups.items()):
         before = [r["records"][0]["test_metric"] for r in group]
         after = [r["records"][-1]["test_metric"] for r in group]
         auc = [area_under_curve(r) for r in group]
         samples = [r["records"][-1]["generated_samples"] for r in group]
         iters = [r["records"][-1]["iteration"] for r in group]
+        floor = blind_metric(group)
 
         def ms(v):
             return f"{np.mean(v):.3f} ± {np.std(v):.3f}"
 
-        lines.append(f"| {label} | {len(group)} | {ms(before)} | {ms(after)} | {ms(auc)} | {int(np.mean(samples))} "
-                     f"| {int(np.mean(iters))} |")
-    lines += ["", "Figures: fig5_score_vs_data.png, fig6_per_term.png, fig7_complexity.png, "
+        blind = "-" if floor is None else f"{floor:.3f}"  # "-": runs from before the baseline was recorded
+        lines.append(f"| {label} | {len(group)} | {ms(before)} | {ms(after)} | {blind} | {ms(auc)} "
+                     f"| {int(np.mean(samples))} | {int(np.mean(iters))} |")
+    lines += ["", "Image-blind test: what a model that never sees the image scores on the test set (PaliGemma: the "
+              "best constant answer; CLIP / NegCLIP: max(chance, a text-only prior); rls3_jax/blind.py).", "",
+              "Figures: fig5_score_vs_data.png, fig6_per_term.png, fig7_complexity.png, "
               "fig8_finetune_loss.png, fig9_validation.png.", ""]
     return "\n".join(lines)
 
