@@ -10,6 +10,7 @@ import pytest
 
 import sim
 from rls3_jax import blind, datasets, prompts, report, run, scoring
+from rls3_jax.tensorboard import read_scalars
 from rls3_jax.vlm import contrastive
 from tests.test_loop_mechanics import ScalarLearner, smoke_config
 
@@ -138,6 +139,9 @@ def test_every_record_holds_the_blind_metrics_and_resume_of_an_older_run_adds_th
     assert expected["test_blind_metric"] >= 1 / 3
     for r in json.loads(json.dumps(records)):
         assert {k: r[k] for k in expected} == pytest.approx(expected)
+    (events,) = (out / "tensorboard").iterdir()
+    logged = {(step, tag): v for step, tag, v in read_scalars(events) if tag in expected}
+    assert logged == pytest.approx({(i, k): v for i in (0, 1) for k, v in expected.items()})
     tree_file = out / "checkpoint" / "tree.json"
     payload = json.loads(tree_file.read_text())
     for record in payload["metadata"]["records"]:  # as written before the baseline existed

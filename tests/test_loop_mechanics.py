@@ -68,8 +68,8 @@ def test_records_keys_and_cumulative_counts(tmp_path, scalar_learner):
     assert read_metrics(tmp_path / "r") == json.loads(json.dumps(records))
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]
     for key in ("iteration", "generated_samples", "valid_fraction", "mean_extrinsic_reward", "train_loss",
-                "val_metric", "test_metric", "test_per_term", "test_per_complexity",
-                "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"):
+                "val_metric", "test_metric", "val_blind_metric", "test_blind_metric", "test_per_term",
+                "test_per_complexity", "generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"):
         assert key in records[-1]
     timing = {k for k in records[-1] if k.endswith("_s")}
     assert timing == {"generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"}

@@ -39,6 +39,10 @@ def test_smoke_preset(tmp_path, vlm, agent, capsys):
     assert all(isinstance(x, float) and x == x for r in records[1:] for x in r["train_losses"])
     low, high = (1, 5) if vlm == "paligemma" else (0, 1)
     assert all(low <= r["test_metric"] <= high and low <= r["val_metric"] <= high for r in records)
+    # the image-blind baseline: at least chance (CLIP) or the 3 of stating every term (PaliGemma), every record
+    floor = 3.0 if vlm == "paligemma" else 1 / 3
+    blind = {(r["val_blind_metric"], r["test_blind_metric"]) for r in records}
+    assert len(blind) == 1 and all(floor <= x <= high for x in blind.pop())
     assert set(last["test_per_term"]) <= {"above", "below", "behind", "in front", "left", "right"}
     assert any((out / "tensorboard").iterdir()) and (out / "checkpoint" / "arrays.safetensors").is_file()
     printed = capsys.readouterr().out
