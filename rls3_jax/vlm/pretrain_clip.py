@@ -18,6 +18,7 @@ words, how it was made).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -75,6 +76,19 @@ def image_positions(metadatas, image_size: int) -> tuple[np.ndarray, np.ndarray]
     return places, present
 
 
+def _places_array(metadatas, object_places) -> tuple[np.ndarray, np.ndarray]:
+    """`image_positions`' arrays from per-sample (column, row, 1 / distance) lists (`sim.augment`)."""
+    from sim import OBJECT_NAMES
+
+    places = np.zeros((len(metadatas), len(OBJECT_NAMES), 3), np.float32)
+    present = np.zeros((len(metadatas), len(OBJECT_NAMES)), np.float32)
+    for n, (m, where) in enumerate(zip(metadatas, object_places)):
+        for obj, place in zip(m["objects"], where):
+            k = OBJECT_NAMES.index(obj["name"])
+            places[n, k], present[n, k] = place, 1.0
+    return places, present
+
+
 def _position_error(head, image_embeds, places, present):
     """Per-axis squared error summed over present objects, and their count: [3], ()."""
     dim = image_embeds.shape[-1]
@@ -83,7 +97,7 @@ def _position_error(head, image_embeds, places, present):
     return error.sum((0, 1)), present.sum()
 
 
-def make_pretrain_step(model, optimizer):
+def make_pretrain_step(model, optimizer, position_weight: float = POSITION_WEIGHT):
     """Jitted `(state, batch) -> (state, (naming_loss, position_loss))` over {"clip", "head"} parameters."""
     import jax.numpy as jnp
     import optax
@@ -96,7 +110,7 @@ def make_pretrain_step(model, optimizer):
         naming, _ = contrastive.contrastive_loss(scale * out.image_embeds @ out.text_embeds.T)
         error, count = _position_error(params["head"], out.image_embeds, batch["places"], batch["present"])
         position = error.sum() / (3 * count)
-        return naming + POSITION_WEIGHT * position, (naming, position)
+        return naming + position_weight * position, (naming, position)
 
     def step(state, batch):
         (_, losses), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
@@ -113,9 +127,20 @@ def pretrain(
     batch_size: int = 64,
     learning_rate: float = 5e-4,
     log=print,
+    augment: bool = False,
+    position_weight: float = POSITION_WEIGHT,
+    init: Path | None = None,
+    jitter: dict | None = None,
+    photometric_strength: float = 1.0,
+    head_lr_factor: float = 1.0,
 ):
     """(config, params, meta) after pre-training on sim's train split: contrastive object naming plus the
-    position head (the head is not returned)."""
+    position head (the head is not returned).
+
+    augment: render varied copies of the training rooms (`sim.augment`: camera poses orbited around the
+    furniture, mirrored rooms, other wall / floor / furniture colours) and vary each batch's brightness,
+    contrast and colour balance, meant to make naming and localisation hold in rooms pre-training never saw
+    (measured in docs/clip.md: in the budgets tried it does not; the shipped file is made without it)."""
     import jax.numpy as jnp
 
     import sim  # the simulator renders the training scenes
@@ -125,10 +150,16 @@ def pretrain(
     tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
     config = default_config(tokenizer.vocab_size)
     size = config.vision.image_size
-    images, metadatas = sim.generate_samples("train", samples, seed, image_size=size)
+    if augment:
+        from sim.augment import generate_augmented_samples
+
+        images, metadatas, object_places = generate_augmented_samples(samples, seed, size, **(jitter or {}))
+        places, present = _places_array(metadatas, object_places)
+    else:
+        images, metadatas = sim.generate_samples("train", samples, seed, image_size=size)
+        places, present = image_positions(metadatas, size)
     names = [[o["name"] for o in m["objects"]] for m in metadatas]
     scenes = [m["scene_name"] for m in metadatas]
-    places, present = image_positions(metadatas, size)
     # standardise each axis over the present objects, so that the three weigh alike
     mean = (places * present[..., None]).sum((0, 1)) / present.sum()
     std = np.sqrt((((places - mean) ** 2) * present[..., None]).sum((0, 1)) / present.sum())
@@ -143,17 +174,27 @@ def pretrain(
         end_learning_rate_factor=0.05,
         weight_decay=0.05,
     )
-    optimizer = contrastive.make_optimizer(train_config)
+    import optax
+
+    # The linear head starts at zero; at the towers' learning rate Adam needs thousands of steps to grow it,
+    # so it learns head_lr_factor times faster.
+    optimizer = optax.multi_transform(
+        {"clip": contrastive.make_optimizer(train_config),
+         "head": contrastive.make_optimizer(dataclasses.replace(train_config,
+                                                                learning_rate=learning_rate * head_lr_factor))},
+        {"clip": "clip", "head": "head"},
+    ) if head_lr_factor != 1.0 else contrastive.make_optimizer(train_config)
     model = clip_model.CLIPModel(config)
     head_outputs = 3 * len(OBJECT_NAMES)
     params = {
-        "clip": clip_model.init_params(config, seed),
+        "clip": clip_model.init_params(config, seed) if init is None else _load_clip(init, config),
         "head": {"kernel": jnp.zeros((config.projection_dim, head_outputs)), "bias": jnp.zeros((head_outputs,))},
     }
     state = {"params": params, "opt": optimizer.init(params)}
-    step = make_pretrain_step(model, optimizer)
-    device_images = jnp.asarray(images)
+    step = make_pretrain_step(model, optimizer, position_weight)
+    device_images = None if augment else jnp.asarray(images)
     rng = np.random.default_rng(seed)
+    photo_rng = np.random.default_rng([seed, 1])
     losses, position_losses = [], []
     for epoch in range(epochs):
         order = rng.permutation(samples)
@@ -161,7 +202,13 @@ def pretrain(
         for s in range(steps_per_epoch):
             idx = order[s * batch_size : (s + 1) * batch_size]
             ids, mask = tokenizer.encode([object_list_caption(names[i], rng, scenes[i]) for i in idx])
-            batch = {"images": device_images[idx], "input_ids": ids, "attention_mask": mask,
+            if augment:
+                from sim.augment import photometric
+
+                batch_images = photometric(images[idx], photo_rng, photometric_strength)
+            else:
+                batch_images = device_images[idx]
+            batch = {"images": batch_images, "input_ids": ids, "attention_mask": mask,
                      "places": places[idx], "present": present[idx]}
             state, step_losses = step(state, batch)
             epoch_losses.append(step_losses)
@@ -180,17 +227,35 @@ def pretrain(
         "row and inverse distance from the image embedding, on sim train-split renders (no spatial words)",
         "epoch_losses": losses,
         "epoch_position_losses": position_losses,
+        "augment": augment,
+        "jitter": (jitter or {}) if augment else {},
+        "photometric_strength": photometric_strength if augment else 0.0,
+        "init": None if init is None else str(init),
+        "head_lr_factor": head_lr_factor,
+        "position_weight": position_weight,
         "val_position_r2": position_r2(model, state["params"], size, mean, std),
+        "test_position_r2": position_r2(model, state["params"], size, mean, std, split="test"),
         "seconds": round(time.time() - start, 1),
     }
     return config, jax.device_get(state["params"]["clip"]), meta
 
 
-def position_r2(model, params, image_size: int, mean, std, samples: int = 512, seed: int = 5) -> list[float]:
-    """R^2 of the position head on val renders, per axis (column, row, inverse distance)."""
+def _load_clip(path: Path, config):
+    """CLIP parameters of another base file (same config) to start from."""
+    from rls3_jax.vlm.clip_learner import load_base_weights
+
+    loaded, params, words = load_base_weights(Path(path))
+    if loaded.to_hf_config() != config.to_hf_config() or list(words) != list(WORDS):
+        raise ValueError(f"{path}: another model configuration or vocabulary than the embedded default's")
+    return params
+
+
+def position_r2(model, params, image_size: int, mean, std, samples: int = 512, seed: int = 5,
+                split: str = "val") -> list[float]:
+    """R^2 of the position head on `split` renders, per axis (column, row, inverse distance)."""
     import sim
 
-    images, metadatas = sim.generate_samples("val", samples, seed, image_size=image_size)
+    images, metadatas = sim.generate_samples(split, samples, seed, image_size=image_size)
     places, present = image_positions(metadatas, image_size)
     places = (places - mean) / std * present[..., None]
     embeds = model.apply({"params": params["clip"]}, contrastive.to_pixel_values(images),
@@ -264,8 +329,20 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--position-weight", type=float, default=POSITION_WEIGHT)
+    parser.add_argument("--augment", action="store_true",
+                        help="pre-train on varied copies of the training rooms (sim.augment; measured, not shipped)")
+    parser.add_argument("--yaw", type=float, default=35.0, help="camera orbit range, degrees (augment)")
+    parser.add_argument("--colour", type=float, default=0.35, help="colour jitter strength (augment)")
+    parser.add_argument("--photometric", type=float, default=1.0, help="photometric jitter strength (augment)")
+    parser.add_argument("--per-variant", type=int, default=8, help="samples per scene variant (augment)")
+    parser.add_argument("--head-lr-factor", type=float, default=1.0, help="position head's lr / the towers'")
+    parser.add_argument("--init", type=Path, default=None, help="start from this base file instead of a random init")
     args = parser.parse_args(argv)
-    config, params, meta = pretrain(args.seed, args.samples, args.epochs, args.batch_size, args.learning_rate)
+    config, params, meta = pretrain(args.seed, args.samples, args.epochs, args.batch_size, args.learning_rate,
+                                    augment=args.augment, position_weight=args.position_weight, init=args.init,
+                                    jitter={"yaw_deg": args.yaw, "colour": args.colour, "per_variant": args.per_variant},
+                                    photometric_strength=args.photometric, head_lr_factor=args.head_lr_factor)
     out = save_base_weights(args.out, config, params, meta)
     meta.update(evaluate_base(out))
     save_base_weights(args.out, config, params, meta)
