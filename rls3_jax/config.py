@@ -1,7 +1,7 @@
 """Run configuration: Algorithm 1's parameters and the three presets.
 
 `paper` holds the paper's values (section 5.2); `default` scales the same loop down so the embedded models
-finish on a 2-core CPU within ten minutes (1.5 measured for PaliGemma); `smoke` is the under-a-minute version
+finish on a 2-core CPU within ten minutes (2.8 measured for PaliGemma on one core); `smoke` is the under-a-minute version
 the tests run.
 """
 

@@ -16,9 +16,10 @@ SPECIALS = ("<pad>", "<eos>", "<bos>", "<image>", "\n")
 # Every word the question/caption templates, the rubric's terms and the naming task can produce.
 TEMPLATE_WORDS = (
     "what is the position of relative to ? above below behind in front left right and , . "
-    "which objects are image a an"
+    "which objects are image a an detect ;"
 ).split()
-_WORD = re.compile(r"[a-z0-9]+|[?,.]")
+# PaliGemma's location tokens (rls3_jax.vlm.detection) are single words; so is every other word and mark.
+_WORD = re.compile(r"<loc\d{4}>|[a-z0-9]+|[?,.;]")
 
 
 class WordTokenizer:
@@ -30,10 +31,15 @@ class WordTokenizer:
         self.pad_id, self.eos_id, self.bos_id, self.image_id, self.newline_id = range(5)
 
     @classmethod
-    def for_objects(cls, object_names: Iterable[str]) -> WordTokenizer:
+    def for_objects(cls, object_names: Iterable[str], location_tokens: bool = False) -> WordTokenizer:
+        """The template words and the objects' names; `location_tokens` adds PaliGemma's 1024 <locYYYY>."""
         words = list(TEMPLATE_WORDS)
         for name in object_names:
             words += _WORD.findall(name.lower())
+        if location_tokens:
+            from rls3_jax.vlm.detection import LOC_TOKENS
+
+            words += LOC_TOKENS
         return cls(words)
 
     def __len__(self) -> int:
@@ -57,7 +63,8 @@ class WordTokenizer:
             if i in (self.pad_id, self.eos_id, self.bos_id, self.image_id):
                 continue
             word = self.vocab[i] if 0 <= i < len(self.vocab) else "<unk>"
-            if words and word in "?,.\n":
+            glued = word in "?,.\n" or (word.startswith("<loc") and words[-1:] and words[-1].endswith(">"))
+            if words and glued:
                 words[-1] += word
             else:
                 words.append(word)
