@@ -133,7 +133,7 @@ def clip_blind(samples: Sequence[dict], prior: TextPrior | None = None) -> dict:
 
 def blind_metric(vlm: str, samples: Sequence[dict]) -> dict:
     """The image-blind baseline of `vlm`'s metric on `samples` (see the module docstring)."""
-    if vlm == "paligemma":
+    if vlm in ("paligemma", "weakspot"):  # the weak-spot VLM scores on the rubric's scale
         return paligemma_blind(samples)
     if vlm in ("clip", "negclip"):
         return clip_blind(samples)

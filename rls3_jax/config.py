@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-VLMS = ("paligemma", "clip", "negclip")
+VLMS = ("paligemma", "clip", "negclip", "weakspot")
 DTYPES = ("auto", "float32", "bfloat16")
 AGENTS = ("sac", "random")
 ENVS = ("sim", "unity")
@@ -52,6 +52,8 @@ class RunConfig:
     learning_rate: float = 0.0  # 0: the learner's own default
     caption_pairs: str = "one"  # CLIP fine-tuning captions per image: the sample's one pair, or all its pairs
     clip_vision: str = "trained"  # CLIP fine-tuning: update the vision tower too, or keep it frozen
+    weak_terms: str = "above,below"  # --vlm weakspot: the terms it gets wrong (rls3_jax.vlm.weakspot)
+    weakspot_learns: int = 0  # --vlm weakspot: a weak term is mastered after this many samples of it (0: never)
     # scale-out
     mesh: str | None = None  # "data=N,fsdp=M" (rls3_jax.sharding); None: every device on data
     dtype: str = "auto"  # VLM compute (and, for PaliGemma, frozen-parameter) dtype: auto | float32 | bfloat16
@@ -81,8 +83,16 @@ class RunConfig:
         if self.pretrain_steps < 0 or self.patience < 0 or self.min_iterations < 0:
             raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
         clip_only = {"--caption-pairs all": self.caption_pairs == "all", "--clip-vision frozen": self.clip_vision == "frozen"}
-        for flag in (flag for flag, chosen in clip_only.items() if chosen and self.vlm == "paligemma"):
-            raise ValueError(f"{flag} applies to clip and negclip, not paligemma")
+        for flag in (flag for flag, chosen in clip_only.items() if chosen and self.vlm in ("paligemma", "weakspot")):
+            raise ValueError(f"{flag} applies to clip and negclip, not {self.vlm}")
+        if self.vlm == "weakspot":
+            from rls3_jax.vlm.weakspot import parse_weak_terms
+
+            parse_weak_terms(self.weak_terms)
+            if self.weights:
+                raise ValueError("--vlm weakspot is scripted and loads no --weights")
+        if self.weakspot_learns < 0:
+            raise ValueError(f"--weakspot-learns must not be negative, got {self.weakspot_learns}")
         if self.env == "unity" and not (self.unity_build or self.unity_port):
             raise ValueError("--env unity needs --unity-build PATH or --unity-port N")
 
@@ -133,4 +143,5 @@ def preset(name: str, vlm: str) -> dict:
         raise ValueError(f"--preset {name!r} is not one of {', '.join(PRESETS)}")
     if vlm not in VLMS:
         raise ValueError(f"--vlm {vlm!r} is not one of {', '.join(VLMS)}")
-    return dict(PRESET_VALUES[name]["paligemma" if vlm == "paligemma" else "clip"])
+    # The weak-spot VLM scores on the rubric's scale: it shares PaliGemma's loop settings.
+    return dict(PRESET_VALUES[name]["clip" if vlm in ("clip", "negclip") else "paligemma"])

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-vision", default="trained",
                         help=f"{' | '.join(CLIP_VISION)}: CLIP/NegCLIP fine-tune updates the vision tower too (the "
                              "paper) or keeps it as loaded and trains the text tower and projections")
+    parser.add_argument("--weak-terms", default="above,below",
+                        help="--vlm weakspot: comma-separated terms the scripted VLM gets wrong (of above, below, "
+                             "behind, in front, left, right)")
+    parser.add_argument("--weakspot-learns", type=int, default=0, metavar="N",
+                        help="--vlm weakspot: a weak term is mastered once fine-tuned on N samples holding it "
+                             "(0: never)")
     parser.add_argument("--export-data", action="store_true",
                         help="write each fine-tuning batch as PNG images with a JSONL index under --out/data")
     for flag, (_, kind, text) in _LOOP_FLAGS.items():
@@ -112,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from, reward=args.reward, caption_pairs=args.caption_pairs,
-        clip_vision=args.clip_vision,
+        clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,
         num_envs=args.num_envs, **values,
@@ -174,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_METRIC = {"paligemma": "mean rubric score", "clip": "accuracy", "negclip": "accuracy"}
+_METRIC = {"paligemma": "mean rubric score", "clip": "accuracy", "negclip": "accuracy", "weakspot": "mean rubric score"}
 
 
 if __name__ == "__main__":

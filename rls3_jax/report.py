@@ -34,7 +34,7 @@ def _label(run: dict) -> str:
 
 
 def _metric_name(vlm: str) -> str:
-    return "mean rubric score" if vlm == "paligemma" else "accuracy"
+    return "mean rubric score" if vlm in ("paligemma", "weakspot") else "accuracy"
 
 
 def _curve_on_grid(runs: list[dict], grid: np.ndarray) -> np.ndarray:

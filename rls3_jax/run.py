@@ -84,6 +84,10 @@ def _budget(budget_from: str | None) -> int:
 
 def make_learner(config: RunConfig):
     learning_rate = config.learning_rate if config.learning_rate > 0 else None
+    if config.vlm == "weakspot":
+        from rls3_jax.vlm.weakspot import WeakSpotLearner, parse_weak_terms
+
+        return WeakSpotLearner(parse_weak_terms(config.weak_terms), config.weakspot_learns, config.vlm_steps)
     mesh = sharding.make_mesh(config.mesh)
     if config.vlm == "paligemma":
         from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
