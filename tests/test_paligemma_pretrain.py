@@ -41,7 +41,11 @@ def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss():
     images = rng.integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
     presence = (images[:, :8, :8, 0].mean((1, 2)) > 127)[:, None].astype(np.float32) * np.ones((1, 3), np.float32)
     pixels = jnp.asarray(preprocess_images(images, ImageSpec(16)))
-    trained, losses = pretrain_vision(model, params, pixels, jnp.asarray(presence), 40, 8, 3e-3, jax.random.key(0))
+    # where: the object sits in the top-left patch of the 2 x 2 token grid; how far: any standardisable value
+    heat = np.broadcast_to(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (16, 3, 4))
+    depth = rng.normal(0.0, 1.0, (16, 3)).astype(np.float32)
+    targets = (presence, heat, depth)
+    trained, losses = pretrain_vision(model, params, pixels, targets, 40, 8, 3e-3, jax.random.key(0))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     before, after = flatten_dict(params), flatten_dict(trained)
     assert before.keys() == after.keys()
