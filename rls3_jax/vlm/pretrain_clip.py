@@ -120,36 +120,11 @@ def make_pretrain_step(model, optimizer, position_weight: float = POSITION_WEIGH
     return jax.jit(step, donate_argnums=0)
 
 
-def pretrain(
-    seed: int = 0,
-    samples: int = 8000,
-    epochs: int = 30,
-    batch_size: int = 64,
-    learning_rate: float = 5e-4,
-    log=print,
-    augment: bool = False,
-    position_weight: float = POSITION_WEIGHT,
-    init: Path | None = None,
-    jitter: dict | None = None,
-    photometric_strength: float = 1.0,
-    head_lr_factor: float = 1.0,
-):
-    """(config, params, meta) after pre-training on sim's train split: contrastive object naming plus the
-    position head (the head is not returned).
-
-    augment: render varied copies of the training rooms (`sim.augment`: camera poses orbited around the
-    furniture, mirrored rooms, other wall / floor / furniture colours) and vary each batch's brightness,
-    contrast and colour balance, meant to make naming and localisation hold in rooms pre-training never saw
-    (measured in docs/clip.md: in the budgets tried it does not; the shipped file is made without it)."""
-    import jax.numpy as jnp
-
+def _training_data(seed: int, samples: int, size: int, augment: bool, jitter: dict | None):
+    """Renders, object names, room names, standardised image places [n, objects, 3], presence and the
+    standardisation (mean, std): each axis over the present objects, so that the three weigh alike."""
     import sim  # the simulator renders the training scenes
-    from sim import OBJECT_NAMES
 
-    start = time.time()
-    tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
-    config = default_config(tokenizer.vocab_size)
-    size = config.vision.image_size
     if augment:
         from sim.augment import generate_augmented_samples
 
@@ -160,38 +135,33 @@ def pretrain(
         places, present = image_positions(metadatas, size)
     names = [[o["name"] for o in m["objects"]] for m in metadatas]
     scenes = [m["scene_name"] for m in metadatas]
-    # standardise each axis over the present objects, so that the three weigh alike
     mean = (places * present[..., None]).sum((0, 1)) / present.sum()
     std = np.sqrt((((places - mean) ** 2) * present[..., None]).sum((0, 1)) / present.sum())
     places = (places - mean) / std * present[..., None]
-    log(f"rendered {samples} training-scene images at {size} px in {time.time() - start:.0f} s")
+    return images, names, scenes, places, present, (mean, std)
 
-    steps_per_epoch = samples // batch_size
-    train_config = contrastive.TrainConfig(
-        learning_rate=learning_rate,
-        warmup_steps=50,
-        decay_steps=epochs * steps_per_epoch,
-        end_learning_rate_factor=0.05,
-        weight_decay=0.05,
-    )
+
+def _optimizer(train_config, head_lr_factor: float):
+    """The towers' AdamW; the linear head starts at zero, and at the towers' learning rate Adam needs thousands
+    of steps to grow it, so it may learn head_lr_factor times faster."""
     import optax
 
-    # The linear head starts at zero; at the towers' learning rate Adam needs thousands of steps to grow it,
-    # so it learns head_lr_factor times faster.
-    optimizer = optax.multi_transform(
-        {"clip": contrastive.make_optimizer(train_config),
-         "head": contrastive.make_optimizer(dataclasses.replace(train_config,
-                                                                learning_rate=learning_rate * head_lr_factor))},
+    if head_lr_factor == 1.0:
+        return contrastive.make_optimizer(train_config)
+    faster = dataclasses.replace(train_config, learning_rate=train_config.learning_rate * head_lr_factor)
+    return optax.multi_transform(
+        {"clip": contrastive.make_optimizer(train_config), "head": contrastive.make_optimizer(faster)},
         {"clip": "clip", "head": "head"},
-    ) if head_lr_factor != 1.0 else contrastive.make_optimizer(train_config)
-    model = clip_model.CLIPModel(config)
-    head_outputs = 3 * len(OBJECT_NAMES)
-    params = {
-        "clip": clip_model.init_params(config, seed) if init is None else _load_clip(init, config),
-        "head": {"kernel": jnp.zeros((config.projection_dim, head_outputs)), "bias": jnp.zeros((head_outputs,))},
-    }
-    state = {"params": params, "opt": optimizer.init(params)}
-    step = make_pretrain_step(model, optimizer, position_weight)
+    )
+
+
+def _epochs(step, state, data, tokenizer, epochs, batch_size, seed, augment, photometric_strength, log, start):
+    """Runs the epochs: (state, naming losses, position losses) per epoch."""
+    images, names, scenes, places, present = data
+    import jax.numpy as jnp
+
+    samples = len(names)
+    steps_per_epoch = samples // batch_size
     device_images = None if augment else jnp.asarray(images)
     rng = np.random.default_rng(seed)
     photo_rng = np.random.default_rng([seed, 1])
@@ -217,21 +187,63 @@ def pretrain(
         position_losses.append(float(position))
         contrastive.check_finite(losses[-1] + position_losses[-1], f"pre-training epoch {epoch}")
         log(f"epoch {epoch}: naming loss {naming:.3f}, position loss {position:.3f} ({time.time() - start:.0f} s)")
+    return state, losses, position_losses
+
+
+def pretrain(
+    seed: int = 0,
+    samples: int = 8000,
+    epochs: int = 30,
+    batch_size: int = 64,
+    learning_rate: float = 5e-4,
+    log=print,
+    augment: bool = False,
+    position_weight: float = POSITION_WEIGHT,
+    init: Path | None = None,
+    jitter: dict | None = None,
+    photometric_strength: float = 1.0,
+    head_lr_factor: float = 1.0,
+):
+    """(config, params, meta) after pre-training on sim's train split: contrastive object naming plus the
+    position head (the head is not returned).
+
+    augment: render varied copies of the training rooms (`sim.augment`: camera poses orbited around the
+    furniture, mirrored rooms, other wall / floor / furniture colours) and vary each batch's brightness,
+    contrast and colour balance, meant to make naming and localisation hold in rooms pre-training never saw
+    (measured in docs/clip.md: in the budgets tried it does not; the shipped file is made without it)."""
+    import jax.numpy as jnp
+
+    from sim import OBJECT_NAMES
+
+    start = time.time()
+    tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
+    config = default_config(tokenizer.vocab_size)
+    size = config.vision.image_size
+    images, names, scenes, places, present, (mean, std) = _training_data(seed, samples, size, augment, jitter)
+    log(f"rendered {samples} training-scene images at {size} px in {time.time() - start:.0f} s")
+    train_config = contrastive.TrainConfig(
+        learning_rate=learning_rate, warmup_steps=50, decay_steps=epochs * (samples // batch_size),
+        end_learning_rate_factor=0.05, weight_decay=0.05,
+    )
+    optimizer = _optimizer(train_config, head_lr_factor)
+    model = clip_model.CLIPModel(config)
+    head_outputs = 3 * len(OBJECT_NAMES)
+    params = {
+        "clip": clip_model.init_params(config, seed) if init is None else _load_clip(init, config),
+        "head": {"kernel": jnp.zeros((config.projection_dim, head_outputs)), "bias": jnp.zeros((head_outputs,))},
+    }
+    state = {"params": params, "opt": optimizer.init(params)}
+    step = make_pretrain_step(model, optimizer, position_weight)
+    state, losses, position_losses = _epochs(step, state, (images, names, scenes, places, present), tokenizer,
+                                             epochs, batch_size, seed, augment, photometric_strength, log, start)
     meta = {
-        "seed": seed,
-        "samples": samples,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
+        "seed": seed, "samples": samples, "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
         "task": "contrastive object naming plus a discarded linear head reading each object's image column, "
         "row and inverse distance from the image embedding, on sim train-split renders (no spatial words)",
-        "epoch_losses": losses,
-        "epoch_position_losses": position_losses,
-        "augment": augment,
+        "epoch_losses": losses, "epoch_position_losses": position_losses, "augment": augment,
         "jitter": (jitter or {}) if augment else {},
         "photometric_strength": photometric_strength if augment else 0.0,
-        "init": None if init is None else str(init),
-        "head_lr_factor": head_lr_factor,
+        "init": None if init is None else str(init), "head_lr_factor": head_lr_factor,
         "position_weight": position_weight,
         "val_position_r2": position_r2(model, state["params"], size, mean, std),
         "test_position_r2": position_r2(model, state["params"], size, mean, std, split="test"),
