@@ -60,8 +60,7 @@ def test_augmented_samples_are_valid_reproducible_and_placed_in_their_own_image(
 
 @pytest.fixture(scope="module")
 def base():
-    if not BASE_WEIGHTS.is_file():
-        pytest.skip("no shipped base weights")
+    assert BASE_WEIGHTS.is_file(), f"the shipped base weights {BASE_WEIGHTS} are missing"
     learner = ClipLearner.create(negclip=True)
     return learner, learner.init_state(0)
 
