@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from rls3_jax import prompts
+from rls3_jax.config import RUBRIC_VLMS
 from rls3_jax.scoring import rubric_score
 
 CHANCE = 1.0 / 3.0  # one caption and two hard negatives
@@ -133,7 +134,7 @@ def clip_blind(samples: Sequence[dict], prior: TextPrior | None = None) -> dict:
 
 def blind_metric(vlm: str, samples: Sequence[dict]) -> dict:
     """The image-blind baseline of `vlm`'s metric on `samples` (see the module docstring)."""
-    if vlm in ("paligemma", "weakspot"):  # the weak-spot VLM scores on the rubric's scale
+    if vlm in RUBRIC_VLMS:
         return paligemma_blind(samples)
     if vlm in ("clip", "negclip"):
         return clip_blind(samples)

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 VLMS = ("paligemma", "clip", "negclip", "weakspot")
+RUBRIC_VLMS = ("paligemma", "weakspot")  # scored by the 1-5 rubric (the weak-spot VLM keeps PaliGemma's scale)
 DTYPES = ("auto", "float32", "bfloat16")
 AGENTS = ("sac", "random")
 ENVS = ("sim", "unity")
@@ -83,7 +84,7 @@ class RunConfig:
         if self.pretrain_steps < 0 or self.patience < 0 or self.min_iterations < 0:
             raise ValueError("--pretrain-steps, --patience and --min-iterations must not be negative")
         clip_only = {"--caption-pairs all": self.caption_pairs == "all", "--clip-vision frozen": self.clip_vision == "frozen"}
-        for flag in (flag for flag, chosen in clip_only.items() if chosen and self.vlm in ("paligemma", "weakspot")):
+        for flag in (flag for flag, chosen in clip_only.items() if chosen and self.vlm in RUBRIC_VLMS):
             raise ValueError(f"{flag} applies to clip and negclip, not {self.vlm}")
         if self.vlm == "weakspot":
             from rls3_jax.vlm.weakspot import parse_weak_terms

@@ -19,6 +19,7 @@ from rls3_jax.config import (
     ENVS,
     PRESETS,
     REWARD_MODES,
+    RUBRIC_VLMS,
     VLMS,
     RunConfig,
     preset,
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if not distributed.is_main():
         return 0
     first, last = records[0], records[-1]
-    print(f"{config.vlm} / {config.agent}: test {_METRIC[config.vlm]} {first['test_metric']:.3f} -> "
+    print(f"{config.vlm} / {config.agent}: test {'mean rubric score' if config.vlm in RUBRIC_VLMS else 'accuracy'} {first['test_metric']:.3f} -> "
           f"{last['test_metric']:.3f} after {last['iteration']} iterations and {last['generated_samples']} "
           f"generated samples{' (stopped early)' if last['stopped_early'] else ''}")
     print(f"outputs in {args.out}: metrics.jsonl, tensorboard/, checkpoint/; figures: python -m rls3_jax.report "
@@ -180,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_METRIC = {"paligemma": "mean rubric score", "clip": "accuracy", "negclip": "accuracy", "weakspot": "mean rubric score"}
 
 
 if __name__ == "__main__":

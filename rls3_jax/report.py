@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rls3_jax.config import RUBRIC_VLMS
+
 TERMS = ("above", "below", "behind", "in front", "left", "right")
 
 
@@ -34,7 +36,7 @@ def _label(run: dict) -> str:
 
 
 def _metric_name(vlm: str) -> str:
-    return "mean rubric score" if vlm in ("paligemma", "weakspot") else "accuracy"
+    return "mean rubric score" if vlm in RUBRIC_VLMS else "accuracy"
 
 
 def _curve_on_grid(runs: list[dict], grid: np.ndarray) -> np.ndarray:

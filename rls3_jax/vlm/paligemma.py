@@ -359,19 +359,24 @@ class PaliGemma(nn.Module):
             )
         return self.multi_modal_projector(self.vision_tower(jnp.transpose(pixel_values, (0, 2, 3, 1))))
 
-    def embed(self, input_ids, pixel_values=None):
-        """Token embeddings with the image features in place of the image tokens (in order, per row)."""
+    def embed(self, input_ids, pixel_values=None, image_features=None):
+        """Token embeddings with the image features in place of the image tokens (in order, per row).
+
+        image_features: `embed_image`'s output, given instead of pixel_values where the vision tower and
+        projector are frozen and their output was computed once."""
         is_image = input_ids == self.config.image_token_index
         x = self.language_model.embed(jnp.where(is_image, 0, input_ids))
-        if pixel_values is None:
+        if pixel_values is None and image_features is None:
             return x
-        image = self.embed_image(pixel_values).astype(x.dtype)
+        image = (self.embed_image(pixel_values) if image_features is None else image_features).astype(x.dtype)
         index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, image.shape[1] - 1)
         image_tokens = jnp.take_along_axis(image, index[..., None], axis=1)
         return jnp.where(is_image[..., None], image_tokens, x)
 
-    def __call__(self, input_ids, pixel_values=None, attention_mask=None, token_type_ids=None, position_ids=None):
-        """transformers' forward: positions 1-based, prefix-LM mask from token_type_ids (causal without)."""
+    def __call__(self, input_ids, pixel_values=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                 image_features=None):
+        """transformers' forward: positions 1-based, prefix-LM mask from token_type_ids (causal without);
+        image_features may stand in for pixel_values (see `embed`)."""
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
@@ -380,7 +385,7 @@ class PaliGemma(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.ones((b, t), jnp.int32)  # all "answer": plain causal
         mask = prefix_lm_mask(token_type_ids, attention_mask)
-        logits, _ = self.language_model(self.embed(input_ids, pixel_values), position_ids, mask)
+        logits, _ = self.language_model(self.embed(input_ids, pixel_values, image_features), position_ids, mask)
         return PaliGemmaOutput(logits=logits)
 
     def prefill(self, input_ids, pixel_values, attention_mask, cache_size: int):

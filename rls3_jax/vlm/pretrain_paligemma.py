@@ -35,7 +35,7 @@ import optax
 
 from rls3_jax.prompts import describe_pair
 from rls3_jax.vlm import detection, paligemma_learner
-from rls3_jax.vlm.paligemma import init_params, prefix_lm_mask
+from rls3_jax.vlm.paligemma import init_params
 from rls3_jax.vlm.paligemma_inputs import WordPrompts, preprocess_images, sequence_length, training_batch
 from rls3_jax.vlm.word_tokenizer import WordTokenizer
 
@@ -154,21 +154,10 @@ def language_examples(metadata, catalogue, seed: int):
     return out
 
 
-def _forward_from_image_tokens(module, input_ids, image_tokens, attention_mask, token_type_ids):
-    """PaliGemma's forward with the image tokens given (stage 2 keeps the vision tower as stage 1 left it)."""
-    is_image = input_ids == module.config.image_token_index
-    x = module.language_model.embed(jnp.where(is_image, 0, input_ids))
-    index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, image_tokens.shape[1] - 1)
-    x = jnp.where(is_image[..., None], jnp.take_along_axis(image_tokens, index[..., None], axis=1).astype(x.dtype), x)
-    positions = jnp.broadcast_to(jnp.arange(1, input_ids.shape[1] + 1), input_ids.shape)
-    logits, _ = module.language_model(x, positions, prefix_lm_mask(token_type_ids, attention_mask))
-    return logits
-
-
 def soft_answer_loss(model, params, batch, loc_first: int, sigma_bins: float):
     """Answer-token cross-entropy; a location token's target is a Gaussian over the bins around it."""
-    logits = model.apply({"params": params}, batch["input_ids"], batch["image_tokens"], batch["attention_mask"],
-                         batch["token_type_ids"], method=_forward_from_image_tokens)
+    logits = model.apply({"params": params}, input_ids=batch["input_ids"], image_features=batch["image_tokens"],
+                         attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]).logits
     logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
     targets = batch["input_ids"][:, 1:]
     weight = ((batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)).astype(jnp.float32)
