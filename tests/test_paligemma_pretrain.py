@@ -52,3 +52,26 @@ def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss():
     for path in before:
         changed = not np.array_equal(before[path], after[path])
         assert changed == (path[0] in ("vision_tower", "multi_modal_projector")), path
+
+
+def test_procedural_rooms_are_valid_scenes_that_show_every_surface():
+    import random
+
+    from sim import augment
+    from sim.env import place_objects
+    from sim.render import View
+
+    rooms = [augment.random_room(random.Random(s), s % 5) for s in range(12)]
+    assert rooms[0] == augment.random_room(random.Random(0), 0)  # deterministic under the rng
+    for room in rooms:
+        assert 3 <= len(room.surfaces) <= 6
+        for i, a in enumerate(room.surfaces):  # designated surfaces never overlap seen from above
+            for b in room.surfaces[i + 1:]:
+                assert (abs(a.center[0] - b.center[0]) >= a.half[0] + b.half[0]
+                        or abs(a.center[2] - b.center[2]) >= a.half[1] + b.half[1]), (a, b)
+        camera = View(room, 32, 32)
+        for s in room.surfaces:  # the framed camera sees every surface's centre
+            row, col, z = camera.project(s.center)
+            assert z > 0 and 0 <= row < 32 * camera.ss and 0 <= col < 32 * camera.ss, (room.name, s)
+        positions, _ = place_objects(random.Random(0), room, [0, 1, 2])
+        assert len(positions) == 3

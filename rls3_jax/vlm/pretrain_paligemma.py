@@ -212,7 +212,7 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
 
 
 def pretrain(seed=0, n_train=8192, vision_steps=4000, vision_batch_size=32, vision_learning_rate=1e-3,
-             steps=3000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12):
+             steps=3000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`)."""
     import sim
     from sim import augment
@@ -226,7 +226,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=4000, vision_batch_size=32, visi
     # Varied copies of the training rooms (camera pose, mirror, wall/floor/furniture colours; sim.augment), a new
     # variant every `per_variant` renders of a room: what is learned cannot hang on the five rooms as they are.
     images, metadata, _ = augment.generate_augmented_samples(
-        n_train, seed, config.vision.image_size, per_variant=per_variant, **SCENE_JITTER)
+        n_train, seed, config.vision.image_size, per_variant=per_variant, procedural=procedural, **SCENE_JITTER)
     images = jitter(images, np.random.default_rng(seed))
     pixels = jnp.asarray(preprocess_images(images, paligemma_learner.ImageSpec(config.vision.image_size)))
     grid = config.vision.image_size // config.vision.patch_size
@@ -238,7 +238,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=4000, vision_batch_size=32, visi
     params, losses = pretrain_language(model, params, pixels, language_examples(metadata, catalogue, seed),
                                        WordPrompts(tokenizer), steps, batch_size, learning_rate, key, sigma_bins)
     info = {
-        "seed": seed, "n_train": n_train, "per_variant": per_variant,
+        "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
         "augmentation": "sim.augment.jitter_scene variants of the training rooms + photometric jitter",
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
@@ -265,15 +265,28 @@ def detection_scores(learner, state, images, metadata) -> dict:
     return {"mean_iou": float(np.mean(ious)), "centre_error": float(np.mean(centre)), "example": said[0]}
 
 
+def proxy_samples(n: int, seed: int, image_size: int):
+    """Validation proxy for unseen rooms: n renders of training-room variants (SCENE_JITTER, a new variant per
+    render) seeded apart from any pretraining run (1000 + seed), no photometric jitter."""
+    from sim import augment
+
+    images, metadata, _ = augment.generate_augmented_samples(n, 1000 + seed, image_size, per_variant=1, **SCENE_JITTER)
+    return images, metadata
+
+
 def evaluate_base(learner, seed: int, n: int = 192) -> dict:
-    """Naming and detection on val (training rooms) and test (unseen rooms) renders; spatial rubric on test."""
+    """Naming and detection on val (training rooms), proxy (`proxy_samples`: unseen variants of the training
+    rooms) and test (unseen rooms) renders; spatial rubric on test."""
     import sim
 
     catalogue = list(sim.OBJECT_NAMES)
     state = learner.init_state(seed)
     out = {}
-    for split, offset in (("val", 1), ("test", 2)):
-        images, metadata = sim.generate_samples(split, n, seed + offset, image_size=learner.image_size)
+    for split, offset in (("val", 1), ("proxy", 3), ("test", 2)):
+        if split == "proxy":
+            images, metadata = proxy_samples(n, seed, learner.image_size)
+        else:
+            images, metadata = sim.generate_samples(split, n, seed + offset, image_size=learner.image_size)
         said = learner.answer(state, images, [NAMING_QUESTION] * n)
         names = [[o["name"] for o in m["objects"]] for m in metadata]
         out[f"naming_object_recall_{split}"] = float(np.mean([np.mean([x in a for x in ns]) for a, ns in zip(said, names)]))
@@ -298,11 +311,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--procedural", type=float, default=0.0,
+                        help="share of the scene variants that are procedural rooms (sim.augment.random_room)")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
-        args.steps, args.batch_size, args.learning_rate,
+        args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
