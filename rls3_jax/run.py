@@ -104,15 +104,23 @@ def make_learner(config: RunConfig):
                               freeze_vision=config.clip_vision == "frozen")
 
 
-def make_env(config: RunConfig, split: str, image_size: int):
+def make_env(config: RunConfig, split: str, image_size: int, **episodes):
+    """The run's environment; `episodes` may give `valid_per_episode` / `max_episode_steps` (truncation)."""
     if config.env == "unity":
         from rls3_jax.envs.unity import UnityEnv
 
         return UnityEnv(build_path=config.unity_build, port=config.unity_port, split=split,
-                        image_size=image_size, timeout_s=config.unity_timeout_s, seed=config.seed)
+                        image_size=image_size, timeout_s=config.unity_timeout_s, seed=config.seed, **episodes)
     import sim
 
-    return sim.IndoorSceneEnv(split=split, image_size=image_size, render_mode="rgb_array")
+    return sim.IndoorSceneEnv(split=split, image_size=image_size, render_mode="rgb_array", **episodes)
+
+
+def pretraining_episodes(config: RunConfig) -> dict:
+    """Intrinsic pretraining runs episodes of the loop's shape (T0 valid moves, or the step guard), so the agent
+    meets every training scene and fresh object sets; without truncation it would spend all its steps in the
+    first scene it was reset to."""
+    return {"valid_per_episode": config.t0, "max_episode_steps": config.episode_step_limit}
 
 
 def _fixed_sets(config: RunConfig, out: Path, image_size: int):
@@ -204,10 +212,11 @@ def _initial_agent(config: RunConfig, obs_dim: int, act_dim: int, image_size: in
         import sim
         from rls3_jax.sac import jax_env
 
-        env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train"), seed=config.seed)
+        env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train", **pretraining_episodes(config)),
+                                      seed=config.seed)
         state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
     else:
-        env = make_env(config, "train", image_size)  # a Unity connection keeps its first image size
+        env = make_env(config, "train", image_size, **pretraining_episodes(config))  # Unity keeps its first image size
         try:
             state, buffer, valid = pretrain.run_python(env, agent, state, buffer, config.pretrain_steps, config.seed)
         finally:

@@ -78,3 +78,28 @@ def test_pretraining_on_the_simulator_makes_valid_moves_far_more_often_than_the_
         fractions[name] = float(valid[2000:].mean())
     assert 0.08 < fractions["random"] < 0.25, fractions
     assert fractions["sac"] > fractions["random"] + 0.1, fractions
+
+
+def test_loop_pretraining_runs_episodes_through_every_training_scene():
+    """The loop pretrains in episodes of T0 valid moves: without truncation the agent's whole pretraining
+    would be spent in the one scene (and object set) it was first reset to."""
+    from rls3_jax import run
+    from rls3_jax.config import RunConfig, preset
+
+    config = RunConfig(preset="smoke", **preset("smoke", "paligemma"))
+    episodes = run.pretraining_episodes(config)
+    assert episodes == {"valid_per_episode": config.t0, "max_episode_steps": 50 * config.t0}
+    env = jax_env.from_python_env(sim.IndoorSceneEnv("train", **episodes), bank_size=256, seed=0)
+    key = jax.random.PRNGKey(0)
+    state, _ = env.reset(key)
+    scenes, valid_in_episode, rng = {int(state.scene)}, 0, np.random.default_rng(0)
+    for t in range(600):
+        state, _, _, _, truncated, valid = env.step(state, rng.uniform(-1, 1, 3).astype(np.float32),
+                                                    jax.random.fold_in(key, t))
+        valid_in_episode += int(valid)
+        if bool(truncated):
+            assert valid_in_episode == config.t0 or int(state.steps) == 50 * config.t0
+            state, _ = env.reset(jax.random.fold_in(key, 10_000 + t))
+            scenes.add(int(state.scene))
+            valid_in_episode = 0
+    assert len(scenes) >= 3  # of the five training scenes (one without truncation)
