@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--term-sets", nargs="+", default=["above,below", "above"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=12)
-    parser.add_argument("--oracle-episodes", type=int, default=6)
+    parser.add_argument("--oracle-episodes", type=int, default=10, help="per seed")
     parser.add_argument("--oracle-candidates", type=int, default=64)
     parser.add_argument("--out", default="bench_runs/weakspot")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further flags for rls3_jax.main (after --)")
@@ -115,7 +115,9 @@ def main() -> None:
             runs["sac"].append(run_figures(sac_dir))
             runs["random"].append(run_figures(rnd_dir))
         sac, rnd = summarise(runs["sac"]), summarise(runs["random"])
-        oracle = oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed=0)
+        oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed)
+                   for seed in args.seeds]
+        oracle = {key: float(np.mean([o[key] for o in oracles])) for key in ("share", "valid_fraction")}
         line = {"weak_terms": terms, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
                 "sac": sac, "random": rnd, "share_ratio": sac["share"] / max(rnd["share"], 1e-9),
                 "greedy_oracle": oracle,

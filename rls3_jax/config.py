@@ -19,6 +19,7 @@ PRESETS = ("smoke", "default", "paper")
 REWARD_MODES = ("batch", "per-sample")
 CAPTION_PAIRS = ("one", "all")
 CLIP_VISION = ("trained", "frozen")
+BUDGET_UNITS = ("samples", "moves")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class RunConfig:
     val_frames: int = 64
     test_frames: int = 128
     max_steps_per_episode: int = 0  # 0: 50 * t0, a guard against an agent that never finds valid moves
-    budget: int = 0  # random agent: stop once this many samples (valid moves: images) were generated
+    budget: int = 0  # random agent: stop once this many samples (valid moves: images), or moves, were generated
+    budget_unit: str = "samples"  # what --budget-from matches: generated samples, or all moves (the paper's budget)
     export_data: bool = False
     # VLM options
     vlm_batch_size: int = 16
@@ -70,7 +72,7 @@ class RunConfig:
     def validate(self) -> None:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
                               ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS),
-                              ("clip_vision", CLIP_VISION)):
+                              ("clip_vision", CLIP_VISION), ("budget_unit", BUDGET_UNITS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
@@ -101,6 +103,11 @@ class RunConfig:
     def samples_per_episode(self) -> int:
         """eta * T0: how many of an episode's valid samples join the fine-tuning batch."""
         return max(1, round(self.eta * self.t0))
+
+    @property
+    def budget_key(self) -> str:
+        """The record field the random agent's budget counts."""
+        return "generated_samples" if self.budget_unit == "samples" else "env_steps"
 
     @property
     def episode_step_limit(self) -> int:

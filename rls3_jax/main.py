@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rls3_jax.config import (
     AGENTS,
+    BUDGET_UNITS,
     CAPTION_PAIRS,
     CLIP_VISION,
     ENVS,
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--budget-from", default=None, metavar="RUN_DIR",
                         help="random agent: generate as many samples (valid moves) as the SAC run in RUN_DIR did")
+    parser.add_argument("--budget-unit", default="samples",
+                        help=f"{' | '.join(BUDGET_UNITS)}: --budget-from matches the SAC run's generated samples "
+                             "(images from valid moves), or all its moves, invalid ones included (the paper's budget)")
     parser.add_argument("--reward", default="batch",
                         help=f"{' | '.join(REWARD_MODES)}: the paper's one VLM reward on the episode's last "
                              "transition, or each valid transition its own sample's reward")
@@ -118,7 +122,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             values[field] = value
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
-        agent_from=args.agent_from, reward=args.reward, caption_pairs=args.caption_pairs,
+        agent_from=args.agent_from, budget_unit=args.budget_unit, reward=args.reward, caption_pairs=args.caption_pairs,
         clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,

@@ -70,7 +70,8 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _budget(budget_from: str | None) -> int:
+def _budget(budget_from: str | None, key: str) -> int:
+    """The SAC run's count (`key`: generated_samples or env_steps) that a random run is to match."""
     if budget_from is None:
         return 0
     path = Path(budget_from) / METRICS_FILE
@@ -79,7 +80,7 @@ def _budget(budget_from: str | None) -> int:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if not records:
         raise RunError(f"--budget-from {budget_from}: {METRICS_FILE} holds no iteration yet")
-    return int(records[-1]["generated_samples"])
+    return int(records[-1][key])
 
 
 def make_learner(config: RunConfig):
@@ -308,7 +309,7 @@ def _plain(d: dict) -> dict:
 def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_from: str | None = None) -> list[dict]:
     """Run (or continue) the loop in `out`; returns the per-iteration records written to metrics.jsonl."""
     out = Path(out)
-    budget = _budget(budget_from)
+    budget = _budget(budget_from, config.budget_key)
     if budget and config.agent != "random":
         raise RunError("--budget-from is for --agent random: SAC runs end by early stopping")
     if budget:
@@ -401,7 +402,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
     try:
         while not progress_state["stopped"] and len(records) <= max_iterations:
             iteration = len(records)
-            if config.budget and records[-1]["generated_samples"] >= config.budget:
+            if config.budget and records[-1][config.budget_key] >= config.budget:
                 break
             timers = {"generation_s": 0.0, "vlm_inference_s": 0.0, "vlm_training_s": 0.0, "agent_update_s": 0.0}
             batch_images, batch_samples, rewards = [], [], []

@@ -153,6 +153,17 @@ def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner):
         run.run(smoke_config(), tmp_path / "x", budget_from=str(tmp_path / "nothing"))
 
 
+def test_random_agent_takes_the_sac_runs_moves_as_budget(tmp_path, scalar_learner):
+    """The paper's budget: as many moves (invalid ones included) as the SAC run made."""
+    sac = run.run(smoke_config(iterations=2), tmp_path / "sac")
+    budget = sac[-1]["env_steps"]
+    rnd = run.run(smoke_config(agent="random", iterations=1, budget_unit="moves"), tmp_path / "rnd",
+                  budget_from=str(tmp_path / "sac"))
+    assert rnd[-1]["env_steps"] >= budget > rnd[-2]["env_steps"]
+    with pytest.raises(ValueError, match="budget-unit"):
+        smoke_config(budget_unit="images").validate()
+
+
 @pytest.mark.parametrize("mode", ["batch", "per-sample"])
 def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
     config = smoke_config(iterations=1, agent="random", reward=mode, beta=10.0)
