@@ -17,8 +17,10 @@ a spatial word. Two stages:
    neighbouring bins (they are ordered values, not unrelated words) and start from smooth embeddings.
 
 Every render is photometrically jittered (brightness, colour balance, contrast, noise) so that what is learned
-does not hang on the five training rooms' colours. Writes the weights (safetensors) and a JSON next to them
-(config, vocabulary, the run's settings and its naming / detection / spatial scores). Deterministic under --seed.
+does not hang on the five training rooms' colours (--procedural P: a share P of the scene variants are
+procedural rooms, sim.augment.random_room; measured worse at the shipped step budget, docs/paligemma.md).
+Writes the weights (safetensors) and a JSON next to them (config, vocabulary, the run's settings and its
+naming / detection / spatial scores on val, proxy and test renders). Deterministic under --seed.
 """
 
 from __future__ import annotations
@@ -239,7 +241,9 @@ def pretrain(seed=0, n_train=8192, vision_steps=4000, vision_batch_size=32, visi
                                        WordPrompts(tokenizer), steps, batch_size, learning_rate, key, sigma_bins)
     info = {
         "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
-        "augmentation": "sim.augment.jitter_scene variants of the training rooms + photometric jitter",
+        "augmentation": "sim.augment.jitter_scene variants of the training rooms"
+                        + (f" and of procedural rooms ({procedural:g} of the variants)" if procedural else "")
+                        + " + photometric jitter",
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
         "vision_final_loss": float(np.mean(vision_losses[-50:])),
