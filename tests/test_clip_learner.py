@@ -192,6 +192,18 @@ def test_frozen_vision_trains_only_the_text_side(data):
         assert not same(before[trained], after[trained]), trained
 
 
+def test_frozen_tower_run_once_gives_the_losses_and_parameters_of_running_it_every_step(data):
+    learner = ClipLearner.create(negclip=True, batch_size=8, eval_batch_size=8, freeze_vision=True)
+    assert learner.cache_vision
+    uncached = dataclasses.replace(learner, cache_vision=False)
+    images, samples = data
+    new_c, losses_c = learner.finetune(learner.init_state(0), images, samples, 2, jax.random.PRNGKey(1))
+    new_u, losses_u = uncached.finetune(uncached.init_state(0), images, samples, 2, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(losses_c, losses_u, rtol=2e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(jax.device_get(new_c["params"])), jax.tree.leaves(jax.device_get(new_u["params"]))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_short_finetune_lifts_accuracy_on_held_out_samples():
     """The embedded default, fine-tuned briefly on a few hundred training renders (every object pair of each
     as a caption, vision tower frozen), answers well above chance (1/3) on renders it never saw."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,3 +122,22 @@ def test_word_tokenizer_round_trip_and_unknown_words():
     with pytest.raises(ValueError, match="'giraffe'.*closed vocabulary"):
         tok.encode("the giraffe is left of the cup.")
     assert WordTokenizer.from_json(tok.to_json()).vocab == tok.vocab
+
+
+def test_cached_image_tokens_give_the_uncached_losses_and_parameters(learner, data):
+    """Attention-only fine-tuning runs the frozen vision tower once per set: same losses and weights as
+    running it in every step, and the frozen parameters stay bit for bit what they were."""
+    (train_images, train), _ = data
+    uncached = dataclasses.replace(learner, cache_image_features=False)
+    assert learner.cache_image_features
+    images, samples = train_images[:40], train[:40]  # not a multiple of eval_batch_size: a padded chunk
+    key = jax.random.key(3)
+    state_c, losses_c = learner.finetune(learner.init_state(0), images, samples, 6, key)
+    state_u, losses_u = uncached.finetune(uncached.init_state(0), images, samples, 6, key)
+    np.testing.assert_allclose(losses_c, losses_u, rtol=2e-5, atol=1e-6)
+    flat_c, flat_u = flatten_dict(state_c["params"]), flatten_dict(state_u["params"])
+    base = flatten_dict(learner.base_params)
+    moved = [p for p in flat_c if not np.array_equal(np.asarray(flat_c[p]), np.asarray(base[p]))]
+    assert moved and all(p[0] == "language_model" and "self_attn" in p for p in moved)
+    for path in flat_c:
+        np.testing.assert_allclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)

@@ -322,14 +322,22 @@ class CLIPModel(nn.Module):
         pooled = self.text_model(input_ids, attention_mask, position_ids)
         return self.text_projection(pooled).astype(jnp.float32)
 
-    def get_image_features(self, pixel_values):
-        """Projected, unnormalised image features [B, projection_dim] (float32)."""
-        return self.visual_projection(self.vision_model(pixel_values)).astype(jnp.float32)
+    def get_image_features(self, pixel_values=None, vision_pooled=None):
+        """Projected, unnormalised image features [B, projection_dim] (float32).
 
-    def __call__(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None):
-        if input_ids is None or pixel_values is None:
-            raise ValueError("CLIPModel needs both input_ids and pixel_values")
-        image_embeds = _normalize(self.get_image_features(pixel_values))
+        vision_pooled: the vision tower's pooled output (`pool_images`), given instead of pixel_values where
+        the tower is frozen and was run once."""
+        pooled = self.vision_model(pixel_values) if vision_pooled is None else vision_pooled.astype(self.dtype)
+        return self.visual_projection(pooled).astype(jnp.float32)
+
+    def pool_images(self, pixel_values):
+        """The vision tower's pooled output [B, vision hidden size], before the visual projection."""
+        return self.vision_model(pixel_values)
+
+    def __call__(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None, vision_pooled=None):
+        if input_ids is None or (pixel_values is None and vision_pooled is None):
+            raise ValueError("CLIPModel needs input_ids and pixel_values (or vision_pooled)")
+        image_embeds = _normalize(self.get_image_features(pixel_values, vision_pooled))
         text_embeds = _normalize(self.get_text_features(input_ids, attention_mask, position_ids))
         logits_per_text = text_embeds @ image_embeds.T * jnp.exp(self.logit_scale)
         return CLIPOutput(

@@ -128,10 +128,12 @@ class ClipLearner:
     freeze_vision: bool  # fine-tuning leaves the vision tower as loaded
     _train_step: Callable
     _embed_images: Callable
+    _pool_images: Callable  # the vision tower's pooled output: computed once per fine-tuning set when frozen
     _embed_texts: Callable
     _gather: Callable  # (fine-tuning set, image rows, caption rows, valid) -> a minibatch sharded over the mesh
     mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
     state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
+    cache_vision: bool = True  # with freeze_vision: the tower's output computed once per fine-tuning set
 
     @classmethod
     def create(
@@ -208,6 +210,10 @@ class ClipLearner:
             feats = model.apply({"params": params}, pixels, method=CLIPModel.get_image_features)
             return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
 
+        def pool_images(params, images):
+            pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
+            return model.apply({"params": params}, pixels, method=CLIPModel.pool_images).astype(jnp.float32)
+
         def embed_texts(params, ids, mask):
             feats = model.apply({"params": params}, ids, mask, method=CLIPModel.get_text_features)
             return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
@@ -229,6 +235,7 @@ class ClipLearner:
                 model, optimizer, mean, std, (state_sh, batch_sh, replicated), FROZEN if freeze_vision else ()),
             _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
                                   out_shardings=replicated),
+            _pool_images=jax.jit(pool_images, in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
             _embed_texts=jax.jit(embed_texts, in_shardings=(state_sh["params"], batch_sh, batch_sh),
                                  out_shardings=replicated),
             _gather=jax.jit(_gather, in_shardings=(replicated,) * 4, out_shardings=batch_sh),
@@ -332,13 +339,16 @@ class ClipLearner:
             columns += list(contrastive.hard_negative_texts(captions, rng))
         encoded = [self.tokenizer.encode(c) for c in columns]
         replicated = sharding.replicated(self.mesh)
+        # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
+        state = _copy(self.place(state))
+        # A frozen tower gives every image the same pooled output in every epoch: run it once.
+        pictures = ({"vision_pooled": self._embed(self._pool_images, state["params"], [images], self.eval_batch_size)}
+                    if self.freeze_vision and self.cache_vision else {"images": images})
         data = sharding.put(
-            {"images": images, "input_ids": np.stack([e[0] for e in encoded]),  # [C, captions, L]
+            {**pictures, "input_ids": np.stack([e[0] for e in encoded]),  # [C, captions, L]
              "attention_mask": np.stack([e[1] for e in encoded])},
             replicated,
         )
-        # The jitted step donates its state buffers; copy once so the caller's `state` stays valid.
-        state = _copy(self.place(state))
         losses = []
         for epoch in range(int(k)):
             turn = [rng.permutation(c) for c in counts]  # each image's captions in a random order
@@ -393,8 +403,9 @@ def _gather(data, image_rows, caption_rows, valid):
     def texts(x):  # [C, captions, L] -> [C * B, L]
         return x[:, caption_rows].reshape(-1, x.shape[-1])
 
+    pictures = "vision_pooled" if "vision_pooled" in data else "images"
     return {
-        "images": data["images"][image_rows],
+        pictures: data[pictures][image_rows],
         "input_ids": texts(data["input_ids"]),
         "attention_mask": texts(data["attention_mask"]),
         "valid": valid,

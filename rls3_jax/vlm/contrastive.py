@@ -149,7 +149,7 @@ def make_train_step(
 ):
     """Jitted `(state, batch) -> (state, metrics)`: forward, loss, backward and update in one XLA program.
 
-    batch: "images" uint8 [N, H, W, 3], "input_ids"/"attention_mask" int32 [C*N, L] (C = 1 for CLIP,
+    batch: "images" uint8 [N, H, W, 3] (or "vision_pooled" [N, D]), "input_ids"/"attention_mask" int32 [C*N, L] (C = 1 for CLIP,
     3 for NegCLIP, columns ordered as in the module docstring), "valid" bool [N].
     shardings: None, or (state, batch, replicated) shardings from rls3_jax.sharding: the step then runs on
     the mesh, the state staying where its shardings put it.
@@ -159,12 +159,14 @@ def make_train_step(
 
     def loss_fn(params, batch):
         params = {k: jax.lax.stop_gradient(v) if k in frozen else v for k, v in params.items()}
-        pixels = to_pixel_values(batch["images"], mean, std, model.dtype)
+        # A frozen tower's pooled output may come precomputed ("vision_pooled") instead of the images.
+        pixels = to_pixel_values(batch["images"], mean, std, model.dtype) if "images" in batch else None
         out = model.apply(
             {"params": params},
             input_ids=batch["input_ids"],
             pixel_values=pixels,
             attention_mask=batch["attention_mask"],
+            vision_pooled=batch.get("vision_pooled"),
         )
         # Recompute the logits with the clamped temperature (the forward itself keeps transformers' meaning).
         scale = jnp.exp(jnp.minimum(params["logit_scale"], MAX_LOGIT_SCALE))
@@ -180,7 +182,8 @@ def make_train_step(
     def train_step(state: dict, batch: dict[str, Any]):
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch)
         updates, opt = optimizer.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        # Frozen groups pass through unchanged instead of being rewritten with a zero update.
+        params = {k: v if k in frozen else optax.apply_updates(v, updates[k]) for k, v in state["params"].items()}
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
         return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 

@@ -117,6 +117,8 @@ class PaliGemmaLearner:
     mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
     state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
     gather: Any  # jitted (set, indices) -> minibatch sharded over the mesh, padding rows weighted 0
+    embed_images: Any  # jitted (params, pixel_values) -> image tokens through the vision tower and projector
+    cache_image_features: bool = True  # frozen vision tower: compute each image's tokens once per fine-tuning set
     name: str = "paligemma"
 
     @property
@@ -179,7 +181,7 @@ class PaliGemmaLearner:
     @classmethod
     def _assemble(
         cls, model, params, prompts, spec, *, full_finetune=False, learning_rate, eval_batch_size=32,
-        train_batch_size=16, max_new_tokens, mesh=None, param_dtype="float32",
+        train_batch_size=16, max_new_tokens, mesh=None, param_dtype="float32", cache_image_features=True,
     ) -> PaliGemmaLearner:
         if param_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"PaliGemma param_dtype {param_dtype!r} is not float32 or bfloat16")
@@ -222,6 +224,9 @@ class PaliGemmaLearner:
             mesh=mesh,
             state_sharding=state_sh,
             gather=jax.jit(gather, in_shardings=(replicated, replicated), out_shardings=batch_sh),
+            embed_images=jax.jit(lambda params, pixels: model.apply({"params": params}, pixels, method=PaliGemma.embed_image),
+                                 in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
+            cache_image_features=cache_image_features and not full_finetune,
         )
 
     # ------------------------------------------------------------------------------------------- state
@@ -319,10 +324,13 @@ class PaliGemmaLearner:
             return state, []
         length = sequence_length(self.prompts, self.config.num_image_tokens, questions, answers)
         replicated = sharding.replicated(self.mesh)
-        data = sharding.put(self._batch(np.asarray(images), questions, answers, length), replicated)  # once
         # Copies: the train step donates its inputs, and the caller's state must stay usable.
         sh = self.state_sharding
         params, opt = _copy(sharding.put((state["params"], state["opt"]), (sh["params"], sh["opt"])))
+        host = self._batch(np.asarray(images), questions, answers, length)
+        if self.cache_image_features:  # the frozen tower's tokens cannot change during the k steps
+            host["image_features"] = self._image_features(params, host.pop("pixel_values"))
+        data = sharding.put(host, replicated)  # the set goes to the devices once
         draw = lambda step_key: jax.random.randint(step_key, (self.train_batch_size,), 0, n)
         indices = np.asarray(jax.vmap(draw)(jax.random.split(key, k)))  # [k, B]: one small host copy
         padded = sharding.round_up(self.train_batch_size, sharding.batch_multiple(self.mesh))
@@ -337,6 +345,20 @@ class PaliGemmaLearner:
         if bad:
             raise FloatingPointError(f"PaliGemma fine-tuning loss became {losses[bad[0]]} at step {bad[0]} of {k}")
         return {"params": params, "opt": opt, "step": state["step"] + k}, losses
+
+    def _image_features(self, params, pixel_values: np.ndarray) -> jax.Array:
+        """Image tokens of every image in the set, eval_batch_size at a time (fixed shapes: one compile).
+
+        The last chunk is padded with repeats; its extra rows sit past the set's n and are never drawn."""
+        n, parts = pixel_values.shape[0], []
+        for start in range(0, n, self.eval_batch_size):
+            chunk = sharding.put(pixel_values[_padded_indices(start, n, self.eval_batch_size)],
+                                 sharding.batch_sharding(self.mesh))
+            parts.append(self.embed_images(params, chunk))
+        return _concatenate(parts)
+
+
+_concatenate = jax.jit(jnp.concatenate)  # jitted: also for arrays spread over several processes
 
 
 @jax.jit

@@ -42,11 +42,15 @@ def _split(params, labels):
 
 
 def answer_nll(model: PaliGemma, params, batch):
-    """Per-sample mean negative log-likelihood of the answer tokens (token type 1) [B], and token counts."""
+    """Per-sample mean negative log-likelihood of the answer tokens (token type 1) [B], and token counts.
+
+    The batch holds "pixel_values", or "image_features" (`PaliGemma.embed_image`'s output) where the vision
+    tower and projector are frozen and were run once for the whole fine-tuning set."""
     out = model.apply(
         {"params": params},
         input_ids=batch["input_ids"],
-        pixel_values=batch["pixel_values"],
+        pixel_values=batch.get("pixel_values"),
+        image_features=batch.get("image_features"),
         attention_mask=batch["attention_mask"],
         token_type_ids=batch["token_type_ids"],
     )
@@ -77,7 +81,10 @@ def make_train_step(model: PaliGemma, tx, labels, shardings=None):
         loss, grads = jax.value_and_grad(loss_fn)(trainable)
         grads = unflatten_dict({**grads, **jax.tree.map(jnp.zeros_like, frozen)})
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        # Only the trained leaves change: frozen ones pass through (their donated buffers are reused, not
+        # rewritten with a zero update, which for a 3B model would be the whole model's memory per step).
+        trained = optax.apply_updates(trainable, _split(updates, labels)[0])
+        return unflatten_dict({**trained, **frozen}), opt_state, loss
 
     if shardings is None:
         return jax.jit(step, donate_argnums=(0, 1))
