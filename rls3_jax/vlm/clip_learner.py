@@ -160,35 +160,11 @@ class ClipLearner:
         tower and both projections train);
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`; batch sizes round up to its size)."""
         del seed  # parameters come from init_state(seed)
-        mean, std = contrastive.CLIP_MEAN, contrastive.CLIP_STD
-        resize = None
         if weights is None:
-            base = Path(base_weights) if base_weights is not None else BASE_WEIGHTS
-            if base.is_file():
-                config, base_params, words = load_base_weights(base)
-            else:
-                if base_weights is not None:
-                    raise FileNotFoundError(f"base weights {base} do not exist")
-                words, base_params = list(WORDS), None
-                config = default_config(WordTokenizer(words).vocab_size)
-            tokenizer = WordTokenizer(words, max_length=config.text.max_position_embeddings)
-            default_lr = 3e-4
+            config, base_params, tokenizer, preprocessing, default_lr = _embedded_parts(base_weights)
         else:
-            from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
-
-            config, base_params = load_clip_params(weights)
-            tokenizer = _HFTokenizer(
-                load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings)
-            )
-            processor = CLIPImagePreprocessor.from_pretrained(weights)
-            if processor.crop_size != config.vision.image_size:
-                raise ValueError(
-                    f"{weights}: preprocessor crop_size {processor.crop_size} != model image_size "
-                    f"{config.vision.image_size}"
-                )
-            mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-            resize = lambda images: np.stack([processor.center_crop(processor.resize(im)) for im in images])
-            default_lr = 1e-5
+            config, base_params, tokenizer, preprocessing, default_lr = _checkpoint_parts(weights, text_length)
+        (mean, std), resize = preprocessing
         model = CLIPModel(config, dtype=compute_dtype(dtype))
         train_config = contrastive.TrainConfig(
             learning_rate=default_lr if learning_rate is None else learning_rate,
@@ -204,20 +180,7 @@ class ClipLearner:
         state_sh = sharding.param_sharding(mesh, shapes)
         batch_sh, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
         multiple = sharding.batch_multiple(mesh)
-
-        def embed_images(params, images):
-            pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
-            feats = model.apply({"params": params}, pixels, method=CLIPModel.get_image_features)
-            return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
-
-        def pool_images(params, images):
-            pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
-            return model.apply({"params": params}, pixels, method=CLIPModel.pool_images).astype(jnp.float32)
-
-        def embed_texts(params, ids, mask):
-            feats = model.apply({"params": params}, ids, mask, method=CLIPModel.get_text_features)
-            return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
-
+        embeddings = _jitted_embeddings(model, mean, std, (state_sh["params"], batch_sh), replicated)
         return cls(
             name="negclip" if negclip else "clip",
             model=model,
@@ -233,11 +196,7 @@ class ClipLearner:
             freeze_vision=freeze_vision,
             _train_step=contrastive.make_train_step(
                 model, optimizer, mean, std, (state_sh, batch_sh, replicated), FROZEN if freeze_vision else ()),
-            _embed_images=jax.jit(embed_images, in_shardings=(state_sh["params"], batch_sh),
-                                  out_shardings=replicated),
-            _pool_images=jax.jit(pool_images, in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
-            _embed_texts=jax.jit(embed_texts, in_shardings=(state_sh["params"], batch_sh, batch_sh),
-                                 out_shardings=replicated),
+            **embeddings,
             _gather=jax.jit(_gather, in_shardings=(replicated,) * 4, out_shardings=batch_sh),
             mesh=mesh,
             state_sharding=state_sh,
@@ -375,6 +334,58 @@ class ClipLearner:
             return [sample]
         count = len(metadata["objects"])
         return [prompts.describe_pair(metadata, i, j) for i in range(count) for j in range(count) if i != j]
+
+
+def _embedded_parts(base_weights):
+    """The embedded default: (config, parameters or None, tokenizer, ((mean, std), resize), learning rate)."""
+    base = Path(base_weights) if base_weights is not None else BASE_WEIGHTS
+    if base.is_file():
+        config, base_params, words = load_base_weights(base)
+    else:
+        if base_weights is not None:
+            raise FileNotFoundError(f"base weights {base} do not exist")
+        words, base_params = list(WORDS), None
+        config = default_config(WordTokenizer(words).vocab_size)
+    tokenizer = WordTokenizer(words, max_length=config.text.max_position_embeddings)
+    return config, base_params, tokenizer, ((contrastive.CLIP_MEAN, contrastive.CLIP_STD), None), 3e-4
+
+
+def _checkpoint_parts(weights, text_length: int):
+    """A Hugging Face CLIP directory: the same parts, with its tokenizer and image preprocessing."""
+    from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
+
+    config, base_params = load_clip_params(weights)
+    tokenizer = _HFTokenizer(load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings))
+    processor = CLIPImagePreprocessor.from_pretrained(weights)
+    if processor.crop_size != config.vision.image_size:
+        raise ValueError(
+            f"{weights}: preprocessor crop_size {processor.crop_size} != model image_size {config.vision.image_size}"
+        )
+    resize = lambda images: np.stack([processor.center_crop(processor.resize(im)) for im in images])
+    return config, base_params, tokenizer, ((tuple(processor.image_mean), tuple(processor.image_std)), resize), 1e-5
+
+
+def _jitted_embeddings(model: CLIPModel, mean, std, in_shardings, replicated) -> dict:
+    """The learner's jitted embedding functions (normalised image / text embeddings, the tower's pooled output)."""
+    params_sh, batch_sh = in_shardings
+
+    def embed_images(params, images):
+        pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
+        feats = model.apply({"params": params}, pixels, method=CLIPModel.get_image_features)
+        return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+
+    def pool_images(params, images):
+        pixels = contrastive.to_pixel_values(images, mean, std, model.dtype)
+        return model.apply({"params": params}, pixels, method=CLIPModel.pool_images).astype(jnp.float32)
+
+    def embed_texts(params, ids, mask):
+        feats = model.apply({"params": params}, ids, mask, method=CLIPModel.get_text_features)
+        return feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+
+    images = jax.jit(embed_images, in_shardings=(params_sh, batch_sh), out_shardings=replicated)
+    pooled = jax.jit(pool_images, in_shardings=(params_sh, batch_sh), out_shardings=replicated)
+    texts = jax.jit(embed_texts, in_shardings=(params_sh, batch_sh, batch_sh), out_shardings=replicated)
+    return {"_embed_images": images, "_pool_images": pooled, "_embed_texts": texts}
 
 
 FROZEN = ("vision_model",)  # what freeze_vision holds; its visual projection still trains
