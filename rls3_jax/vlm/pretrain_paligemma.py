@@ -213,8 +213,8 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
     return {**language, "vision_tower": vision}, [float(x) for x in jax.device_get(losses)]
 
 
-def pretrain(seed=0, n_train=8192, vision_steps=4000, vision_batch_size=32, vision_learning_rate=1e-3,
-             steps=3000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0):
+def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
+             steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`)."""
     import sim
     from sim import augment
@@ -309,10 +309,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=8192)
-    parser.add_argument("--vision-steps", type=int, default=4000)
+    parser.add_argument("--vision-steps", type=int, default=8000)
     parser.add_argument("--vision-batch-size", type=int, default=32)
     parser.add_argument("--vision-learning-rate", type=float, default=1e-3)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--procedural", type=float, default=0.0,
