@@ -17,21 +17,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from bench_loop import resume, run_main  # the sibling bench: one run of rls3_jax.main, resumed when begun
 from rls3_jax.prompts import spatial_terms
-
-
-def run_main(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "rls3_jax.main", *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def resume(out: Path) -> list[str]:
-    return ["--resume"] if (out / "run.json").is_file() else []
 
 
 def run_figures(out: Path) -> dict:
