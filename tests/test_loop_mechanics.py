@@ -144,22 +144,16 @@ def test_early_stopping_for_sac_only(tmp_path, scalar_learner):
     assert records[-1]["iteration"] == 4 and not any(r["stopped_early"] for r in records)
 
 
-def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner):
+@pytest.mark.parametrize("unit, key", [("samples", "generated_samples"), ("moves", "env_steps")])
+def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner, unit, key):
+    """As many generated samples as the SAC run, or (the paper's budget) as many moves, invalid ones included."""
     sac = run.run(smoke_config(iterations=2), tmp_path / "sac")
-    budget = sac[-1]["generated_samples"]
-    rnd = run.run(smoke_config(agent="random", iterations=1), tmp_path / "rnd", budget_from=str(tmp_path / "sac"))
-    assert rnd[-1]["generated_samples"] >= budget > rnd[-2]["generated_samples"]
+    budget = sac[-1][key]
+    rnd = run.run(smoke_config(agent="random", iterations=1, budget_unit=unit), tmp_path / "rnd",
+                  budget_from=str(tmp_path / "sac"))
+    assert rnd[-1][key] >= budget > rnd[-2][key]
     with pytest.raises(run.RunError, match="budget-from"):
         run.run(smoke_config(), tmp_path / "x", budget_from=str(tmp_path / "nothing"))
-
-
-def test_random_agent_takes_the_sac_runs_moves_as_budget(tmp_path, scalar_learner):
-    """The paper's budget: as many moves (invalid ones included) as the SAC run made."""
-    sac = run.run(smoke_config(iterations=2), tmp_path / "sac")
-    budget = sac[-1]["env_steps"]
-    rnd = run.run(smoke_config(agent="random", iterations=1, budget_unit="moves"), tmp_path / "rnd",
-                  budget_from=str(tmp_path / "sac"))
-    assert rnd[-1]["env_steps"] >= budget > rnd[-2]["env_steps"]
     with pytest.raises(ValueError, match="budget-unit"):
         smoke_config(budget_unit="images").validate()
 
