@@ -73,18 +73,22 @@ def _jsonable(sample: dict) -> dict:
 
 
 def export(directory: Path, images: np.ndarray, samples: list[dict]) -> Path:
-    """Write images as PNG and `index.jsonl` (one line per image: file, caption, question, answer, terms, metadata).
+    """Write images as PNG and `metadata.jsonl`, Hugging Face's "imagefolder" layout:
+    `datasets.load_dataset("imagefolder", data_dir=directory)` yields `image` and every field of a line
+    (file_name, caption, question, answer, terms, located, reference, metadata).
 
-    The layout is an image folder with a JSON-lines index, which Hugging Face `datasets` ("imagefolder" with
-    metadata), pandas and most training scripts read directly.
+    `metadata` is the sample's ground truth as a JSON string (`json.loads` gives the dict back): read as nested
+    columns, datasets fixes their types from the first file, so a later file's 0.5 would come back as 0 once an
+    earlier one held a whole number there (a JSON writer may print 1.0 as 1), and a key only some rows hold
+    would be added to the others as None.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "index.jsonl", "w") as index:
+    with open(directory / "metadata.jsonl", "w") as lines:
         for i, (image, sample) in enumerate(zip(images, samples)):
             name = f"{i:05d}.png"
             Image.fromarray(np.asarray(image, dtype=np.uint8)).save(directory / name)
             record = {"file_name": name, "caption": sample["caption"], "question": sample["question"],
                       "answer": sample["caption"], "terms": list(sample["terms"]), "located": sample["located"],
-                      "reference": sample["reference"], "metadata": sample.get("metadata")}
-            index.write(json.dumps(record) + "\n")
+                      "reference": sample["reference"], "metadata": json.dumps(sample.get("metadata"))}
+            lines.write(json.dumps(record) + "\n")
     return directory
