@@ -1,5 +1,7 @@
 """Stand-in indoor-scene simulator for RLS3: scenes, objects, feasibility geometry, renderer, Gymnasium env."""
 
+import gymnasium
+
 from sim.env import IndoorSceneEnv
 from sim.objects import OBJECT_NAMES, OBJECTS
 from sim.samples import generate_metadata, generate_samples
@@ -15,4 +17,11 @@ __all__ = [
     "OBJECTS",
     "OBJECT_NAMES",
     "scenes_for_split",
+    "ENV_ID",
 ]
+
+# `gymnasium.make(ENV_ID, split=..., image_size=..., render_mode="rgb_array")` builds an IndoorSceneEnv; the
+# check keeps a reload of this module from registering it twice (which gymnasium warns about).
+ENV_ID = "RLS3/IndoorScene-v0"
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point="sim.env:IndoorSceneEnv")
