@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     enable_compilation_cache()
-    from rls3_jax.run import RunError, run  # after parsing, so --help stays instant
+    from rls3_jax.loop import RunError, run  # after parsing, so --help stays instant
 
     try:
         config = config_from_args(args)

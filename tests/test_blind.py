@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sim
-from rls3_jax import blind, datasets, prompts, report, run, scoring
+from rls3_jax import blind, datasets, loop, prompts, report, scoring
 from rls3_jax.tensorboard import read_scalars
 from rls3_jax.vlm import contrastive
 from tests.test_loop_mechanics import ScalarLearner, smoke_config
@@ -122,19 +122,14 @@ def test_baselines_on_the_default_test_set():
 # ------------------------------------------------------------------------------------------ in the run
 
 
-@pytest.fixture
-def scalar_learner(monkeypatch):
-    monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner())
-
-
 def _expected(out, config) -> dict:
     sets = {split: json.loads(next((out / "cache").glob(f"{split}_*.json")).read_text()) for split in ("val", "test")}
     return {f"{split}_blind_metric": blind.blind_metric(config.vlm, samples)["metric"] for split, samples in sets.items()}
 
 
-def test_every_record_holds_the_blind_metrics_and_resume_of_an_older_run_adds_them(tmp_path, scalar_learner):
+def test_every_record_holds_the_blind_metrics_and_resume_of_an_older_run_adds_them(tmp_path):
     out = tmp_path / "r"
-    records = run.run(smoke_config(iterations=1), out)
+    records = loop.run(smoke_config(iterations=1), out, learner=ScalarLearner())
     expected = _expected(out, smoke_config())
     assert expected["test_blind_metric"] >= 1 / 3
     for r in json.loads(json.dumps(records)):
@@ -147,7 +142,7 @@ def test_every_record_holds_the_blind_metrics_and_resume_of_an_older_run_adds_th
     for record in payload["metadata"]["records"]:  # as written before the baseline existed
         del record["val_blind_metric"], record["test_blind_metric"]
     tree_file.write_text(json.dumps(payload))
-    resumed = run.run(smoke_config(iterations=2), out, resume=True)
+    resumed = loop.run(smoke_config(iterations=2), out, resume=True, learner=ScalarLearner())
     on_disk = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in on_disk] == [0, 1, 2] and on_disk == json.loads(json.dumps(resumed))
     assert all({k: r[k] for k in expected} == pytest.approx(expected) for r in on_disk)

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rls3_jax import checkpoint, run
+from rls3_jax import checkpoint, loop
+from rls3_jax.loop import components
+from rls3_jax.loop.agent_start import replay_template
 from rls3_jax.config import RunConfig, preset
 
 
@@ -53,10 +55,8 @@ def smoke_config(**changes) -> RunConfig:
 
 
 @pytest.fixture
-def scalar_learner(monkeypatch):
-    learner = ScalarLearner()
-    monkeypatch.setattr(run, "make_learner", lambda config: learner)
-    return learner
+def scalar_learner():
+    return ScalarLearner()
 
 
 def read_metrics(out):
@@ -64,7 +64,7 @@ def read_metrics(out):
 
 
 def test_records_keys_and_cumulative_counts(tmp_path, scalar_learner):
-    records = run.run(smoke_config(), tmp_path / "r")
+    records = loop.run(smoke_config(), tmp_path / "r", learner=scalar_learner)
     assert read_metrics(tmp_path / "r") == json.loads(json.dumps(records))
     assert [r["iteration"] for r in records] == [0, 1, 2, 3]
     for key in ("iteration", "generated_samples", "valid_fraction", "mean_extrinsic_reward", "train_loss",
@@ -94,66 +94,66 @@ def test_out_directory_holding_another_run_is_refused_and_untouched(tmp_path, sc
     out = tmp_path / "r"
     out.mkdir()
     (out / "notes.txt").write_text("someone else's")
-    with pytest.raises(run.RunError, match="already holds files"):
-        run.run(smoke_config(), out)
+    with pytest.raises(loop.RunError, match="already holds files"):
+        loop.run(smoke_config(), out, learner=scalar_learner)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
-    run.run(smoke_config(iterations=1), tmp_path / "r")
+    loop.run(smoke_config(iterations=1), tmp_path / "r", learner=scalar_learner)
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
-    with pytest.raises(run.RunError, match="seed"):
-        run.run(smoke_config(iterations=1, seed=5), tmp_path / "r", resume=True)
-    with pytest.raises(run.RunError, match="holds no run"):
-        run.run(smoke_config(), tmp_path / "empty", resume=True)
+    with pytest.raises(loop.RunError, match="seed"):
+        loop.run(smoke_config(iterations=1, seed=5), tmp_path / "r", resume=True, learner=scalar_learner)
+    with pytest.raises(loop.RunError, match="holds no run"):
+        loop.run(smoke_config(), tmp_path / "empty", resume=True, learner=scalar_learner)
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before
     # a setting added after the run was started counts as its default value
     run_file = tmp_path / "r" / "run.json"
     record = json.loads(run_file.read_text())
     del record["config"]["caption_pairs"]
     run_file.write_text(json.dumps(record))
-    with pytest.raises(run.RunError, match="caption_pairs: 'one' -> 'all'"):
-        run.run(smoke_config(iterations=1, caption_pairs="all"), tmp_path / "r", resume=True)
-    assert len(run.run(smoke_config(iterations=2), tmp_path / "r", resume=True)) == 3  # records 0, 1, 2
+    with pytest.raises(loop.RunError, match="caption_pairs: 'one' -> 'all'"):
+        loop.run(smoke_config(iterations=1, caption_pairs="all"), tmp_path / "r", resume=True, learner=scalar_learner)
+    assert len(loop.run(smoke_config(iterations=2), tmp_path / "r", resume=True, learner=scalar_learner)) == 3  # records 0, 1, 2
 
 
 def test_resume_of_a_checkpoint_with_the_old_sample_counts_is_refused(tmp_path, scalar_learner):
-    run.run(smoke_config(iterations=1), tmp_path / "r")
+    loop.run(smoke_config(iterations=1), tmp_path / "r", learner=scalar_learner)
     tree_file = tmp_path / "r" / "checkpoint" / "tree.json"
     payload = json.loads(tree_file.read_text())
     for record in payload["metadata"]["records"]:  # as written before env_steps existed
         del record["env_steps"]
     tree_file.write_text(json.dumps(payload))
-    with pytest.raises(run.RunError, match="older rls3_jax"):
-        run.run(smoke_config(iterations=2), tmp_path / "r", resume=True)
+    with pytest.raises(loop.RunError, match="older rls3_jax"):
+        loop.run(smoke_config(iterations=2), tmp_path / "r", resume=True, learner=scalar_learner)
 
 
 def test_resume_continues_to_the_same_records(tmp_path, scalar_learner):
-    full = run.run(smoke_config(iterations=3), tmp_path / "full")
-    run.run(smoke_config(iterations=1), tmp_path / "part")
-    resumed = run.run(smoke_config(iterations=3), tmp_path / "part", resume=True)
+    full = loop.run(smoke_config(iterations=3), tmp_path / "full", learner=scalar_learner)
+    loop.run(smoke_config(iterations=1), tmp_path / "part", learner=scalar_learner)
+    resumed = loop.run(smoke_config(iterations=3), tmp_path / "part", resume=True, learner=scalar_learner)
     strip = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rs]
     assert strip(resumed) == strip(full)
 
 
 def test_early_stopping_for_sac_only(tmp_path, scalar_learner):
     scalar_learner.ceiling = 0.2  # no improvement after the first iteration
-    records = run.run(smoke_config(iterations=8, patience=2, min_iterations=3), tmp_path / "sac")
+    records = loop.run(smoke_config(iterations=8, patience=2, min_iterations=3), tmp_path / "sac", learner=scalar_learner)
     assert records[-1]["stopped_early"] and records[-1]["iteration"] == 3
-    records = run.run(smoke_config(agent="random", iterations=4, patience=2, min_iterations=3), tmp_path / "rnd")
+    records = loop.run(smoke_config(agent="random", iterations=4, patience=2, min_iterations=3), tmp_path / "rnd", learner=scalar_learner)
     assert records[-1]["iteration"] == 4 and not any(r["stopped_early"] for r in records)
 
 
 @pytest.mark.parametrize("unit, key", [("samples", "generated_samples"), ("moves", "env_steps")])
 def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner, unit, key):
     """As many generated samples as the SAC run, or (the paper's budget) as many moves, invalid ones included."""
-    sac = run.run(smoke_config(iterations=2), tmp_path / "sac")
+    sac = loop.run(smoke_config(iterations=2), tmp_path / "sac", learner=scalar_learner)
     budget = sac[-1][key]
-    rnd = run.run(smoke_config(agent="random", iterations=1, budget_unit=unit), tmp_path / "rnd",
-                  budget_from=str(tmp_path / "sac"))
+    rnd = loop.run(smoke_config(agent="random", iterations=1, budget_unit=unit), tmp_path / "rnd",
+                  budget_from=str(tmp_path / "sac"), learner=scalar_learner)
     assert rnd[-1][key] >= budget > rnd[-2][key]
-    with pytest.raises(run.RunError, match="budget-from"):
-        run.run(smoke_config(), tmp_path / "x", budget_from=str(tmp_path / "nothing"))
+    with pytest.raises(loop.RunError, match="budget-from"):
+        loop.run(smoke_config(), tmp_path / "x", budget_from=str(tmp_path / "nothing"), learner=scalar_learner)
     with pytest.raises(ValueError, match="budget-unit"):
         smoke_config(budget_unit="images").validate()
 
@@ -161,9 +161,9 @@ def test_random_agent_takes_the_sac_runs_budget(tmp_path, scalar_learner, unit, 
 @pytest.mark.parametrize("mode", ["batch", "per-sample"])
 def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
     config = smoke_config(iterations=1, agent="random", reward=mode, beta=10.0)
-    records = run.run(config, tmp_path / "r")
+    records = loop.run(config, tmp_path / "r", learner=scalar_learner)
     tree, _ = checkpoint.load(tmp_path / "r" / "checkpoint")
-    template = run.replay_template(config, 32, 3)
+    template = replay_template(config, 32, 3)
     buffer = checkpoint.restore_like(template, tree["buffer"])
     rewards = np.asarray(buffer.data.reward)[: records[-1]["env_steps"]]
     patched = rewards[np.abs(np.abs(rewards) - 1.0) > 1e-6]
@@ -179,7 +179,7 @@ def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
 def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
     from rls3_jax import main
 
-    monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner(nan_at_step=3))
+    monkeypatch.setattr(components, "make_learner", lambda config: ScalarLearner(nan_at_step=3))
     out = tmp_path / "r"
     code = main.main(["--vlm", "clip", "--preset", "smoke", "--out", str(out), "--pretrain-steps", "0",
                       "--iterations", "3", "--vlm-steps", "2", "--t0", "4"])
@@ -192,9 +192,9 @@ def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
 
 
 def test_caption_pairs_and_clip_vision_reach_the_clip_learner():
-    assert run.make_learner(smoke_config(caption_pairs="all")).all_pairs
-    assert run.make_learner(smoke_config(clip_vision="frozen")).freeze_vision
-    default = run.make_learner(smoke_config())
+    assert loop.make_learner(smoke_config(caption_pairs="all")).all_pairs
+    assert loop.make_learner(smoke_config(clip_vision="frozen")).freeze_vision
+    default = loop.make_learner(smoke_config())
     assert not default.all_pairs and not default.freeze_vision
 
 
@@ -219,8 +219,8 @@ def test_report_draws_the_figures_from_several_runs(tmp_path, scalar_learner):
     from rls3_jax import report
 
     for seed in (0, 1):
-        run.run(smoke_config(iterations=2, seed=seed), tmp_path / f"sac{seed}")
-        run.run(smoke_config(agent="random", iterations=2, seed=seed), tmp_path / f"rnd{seed}")
+        loop.run(smoke_config(iterations=2, seed=seed), tmp_path / f"sac{seed}", learner=scalar_learner)
+        loop.run(smoke_config(agent="random", iterations=2, seed=seed), tmp_path / f"rnd{seed}", learner=scalar_learner)
     dirs = [str(tmp_path / n) for n in ("sac0", "sac1", "rnd0", "rnd1")]
     assert report.main([*dirs, "--out", str(tmp_path / "fig")]) == 0
     for name in ("fig5_score_vs_data", "fig6_per_term", "fig7_complexity", "fig8_finetune_loss", "fig9_validation"):

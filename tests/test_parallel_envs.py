@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sim
-from rls3_jax import parallel_envs, run
+from rls3_jax import loop, parallel_envs
 from rls3_jax.sac import buffer as replay
 from rls3_jax.sac import random_agent
 from rls3_jax.sac.config import SACConfig
@@ -41,8 +41,7 @@ def test_vector_episode_stores_every_transition_and_updates_once_per_vector_step
 
 
 @pytest.mark.parametrize("agent", ["random", "sac"])
-def test_loop_runs_with_parallel_simulators(tmp_path, monkeypatch, agent):
-    monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner())
-    records = run.run(smoke_config(num_envs=3, agent=agent, iterations=1), tmp_path / "r")
+def test_loop_runs_with_parallel_simulators(tmp_path, agent):
+    records = loop.run(smoke_config(num_envs=3, agent=agent, iterations=1), tmp_path / "r", learner=ScalarLearner())
     assert read_metrics(tmp_path / "r")[-1]["iteration"] == 1
     assert records[1]["env_steps"] % 3 == 0 and records[1]["generated_samples"] >= 2 * 4

@@ -83,11 +83,11 @@ def test_pretraining_on_the_simulator_makes_valid_moves_far_more_often_than_the_
 def test_loop_pretraining_runs_episodes_through_every_training_scene():
     """The loop pretrains in episodes of T0 valid moves: without truncation the agent's whole pretraining
     would be spent in the one scene (and object set) it was first reset to."""
-    from rls3_jax import run
+    from rls3_jax.loop.agent_start import pretraining_episodes
     from rls3_jax.config import RunConfig, preset
 
     config = RunConfig(preset="smoke", **preset("smoke", "paligemma"))
-    episodes = run.pretraining_episodes(config)
+    episodes = pretraining_episodes(config)
     assert episodes == {"valid_per_episode": config.t0, "max_episode_steps": 50 * config.t0}
     env = jax_env.from_python_env(sim.IndoorSceneEnv("train", **episodes), bank_size=256, seed=0)
     key = jax.random.PRNGKey(0)

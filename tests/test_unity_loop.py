@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("mlagents_envs")
 
-from rls3_jax import checkpoint, main, run  # noqa: E402
+from rls3_jax import checkpoint, main  # noqa: E402
+from rls3_jax.loop import components  # noqa: E402
 from rls3_jax.envs import unity  # noqa: E402
 from tests import test_unity_adapter  # noqa: E402
 from tests.test_loop_mechanics import ScalarLearner  # noqa: E402
@@ -33,7 +34,7 @@ SMOKE = [
 
 @pytest.fixture
 def scalar_learner(monkeypatch):
-    monkeypatch.setattr(run, "make_learner", lambda config: ScalarLearner())
+    monkeypatch.setattr(components, "make_learner", lambda config: ScalarLearner())
     yield
     unity.close_all()  # the loop leaves the connection open for its next environment
 

@@ -1,0 +1,61 @@
+"""The agent the loop starts from: loaded (--agent-from), pretrained on the intrinsic reward, or fresh."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rls3_jax.config import RunConfig
+from rls3_jax.loop.components import RunError, make_env
+
+
+def sac_config(config: RunConfig):
+    from rls3_jax.sac.config import SACConfig
+
+    # The paper's buffer holds 1e6 transitions; the scaled presets never fill 100k and checkpoint it every
+    # iteration, so they keep it smaller.
+    return SACConfig(buffer_size=1_000_000 if config.preset == "paper" else 100_000)
+
+
+def replay_template(config: RunConfig, obs_dim: int, act_dim: int):
+    """An empty replay buffer of the run's capacity (also the structure checkpoints restore into)."""
+    from rls3_jax.sac import buffer as replay
+
+    return replay.init(sac_config(config).buffer_size, obs_dim, act_dim)
+
+
+def pretraining_episodes(config: RunConfig) -> dict:
+    """Intrinsic pretraining runs episodes of the loop's shape (T0 valid moves, or the step guard), so the agent
+    meets every training scene and fresh object sets; without truncation it would spend all its steps in the
+    first scene it was reset to."""
+    return {"valid_per_episode": config.t0, "max_episode_steps": config.episode_step_limit}
+
+
+def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_size: int):
+    """(agent state, replay buffer, valid fraction over the last 1,000 pretraining steps or None)."""
+    from rls3_jax.sac import pretrain
+
+    if config.agent_from:
+        state, buffer, _ = pretrain.load(config.agent_from)
+        if (state.obs_dim, state.act_dim) != (obs_dim, act_dim):
+            raise RunError(f"--agent-from {config.agent_from}: an agent for {state.obs_dim} observations and "
+                           f"{state.act_dim} actions, the environment has {obs_dim} and {act_dim}")
+        return state, buffer, None
+    state = agent.init(sac_config(config), obs_dim, act_dim, config.seed)
+    buffer = replay_template(config, obs_dim, act_dim)
+    if config.agent != "sac" or config.pretrain_steps == 0:
+        return state, buffer, None
+    if config.env == "sim":
+        # The simulator's feasibility rules in pure JAX: rollout and updates in one lax.scan.
+        import sim
+        from rls3_jax.sac import jax_env
+
+        env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train", **pretraining_episodes(config)),
+                                      seed=config.seed)
+        state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
+    else:
+        env = make_env(config, "train", image_size, **pretraining_episodes(config))  # Unity keeps its first image size
+        try:
+            state, buffer, valid = pretrain.run_python(env, agent, state, buffer, config.pretrain_steps, config.seed)
+        finally:
+            env.close()
+    return state, buffer, float(np.mean(valid[-1000:]))
