@@ -8,6 +8,7 @@ the tests run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 VLMS = ("paligemma", "clip", "negclip", "weakspot")
@@ -76,6 +77,10 @@ class RunConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
         positive = ("iterations", "episodes", "t0", "vlm_steps", "eval_every", "val_frames", "test_frames",
                     "vlm_batch_size", "num_envs")
         for name in positive:

@@ -7,6 +7,7 @@ error on stderr and exit code 2, before anything in --out is touched.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from rls3_jax.config import (
     ENVS,
     PRESETS,
     REWARD_MODES,
+    DTYPES,
     RUBRIC_VLMS,
     VLMS,
     RunConfig,
@@ -48,17 +50,31 @@ _LOOP_FLAGS = {
 }
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class UsageError(Exception):
+    """A bad command line; its message is argparse's one-line complaint."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage and exit; the caller prints one line
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m rls3_jax.main",
         description="RLS3: an RL agent generates the scenes a vision-language model gets wrong; the model is "
                     "fine-tuned on them (Algorithm 1).",
     )
-    parser.add_argument("--vlm", default="paligemma", help=f"{' | '.join(VLMS)} (default: paligemma)")
-    parser.add_argument("--agent", default="sac", help=f"{' | '.join(AGENTS)}: SAC (RLS3) or the random baseline")
-    parser.add_argument("--env", default="sim", help=f"{' | '.join(ENVS)}: the stand-in simulator or a Unity build")
-    parser.add_argument("--preset", default="default",
-                        help=f"{' | '.join(PRESETS)}: paper = the paper's values; default = a few minutes "
+    parser.add_argument("--vlm", default="paligemma", choices=VLMS,
+                        help="the VLM: the embedded PaliGemma or CLIP/NegCLIP (or --weights), or the scripted "
+                             "weak-spot VLM (default: paligemma)")
+    parser.add_argument("--agent", default="sac", choices=AGENTS, help="SAC (RLS3) or the random baseline")
+    parser.add_argument("--env", default="sim", choices=ENVS, help="the stand-in simulator or a Unity build")
+    parser.add_argument("--preset", default="default", choices=PRESETS,
+                        help="paper = the paper's values; default = a few minutes "
                              "(at most ~10) on a 2-core CPU; smoke = under a minute")
     parser.add_argument("--out", default=None,
                         help="run directory: metrics, checkpoints, TensorBoard events (default: a new "
@@ -72,17 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     parser.add_argument("--budget-from", default=None, metavar="RUN_DIR",
                         help="random agent: generate as many samples (valid moves) as the SAC run in RUN_DIR did")
-    parser.add_argument("--budget-unit", default="samples",
-                        help=f"{' | '.join(BUDGET_UNITS)}: --budget-from matches the SAC run's generated samples "
+    parser.add_argument("--budget-unit", default="samples", choices=BUDGET_UNITS,
+                        help="--budget-from matches the SAC run's generated samples "
                              "(images from valid moves), or all its moves, invalid ones included (the paper's budget)")
-    parser.add_argument("--reward", default="batch",
-                        help=f"{' | '.join(REWARD_MODES)}: the paper's one VLM reward on the episode's last "
+    parser.add_argument("--reward", default="batch", choices=REWARD_MODES,
+                        help="the paper's one VLM reward on the episode's last "
                              "transition, or each valid transition its own sample's reward")
-    parser.add_argument("--caption-pairs", default="one",
-                        help=f"{' | '.join(CAPTION_PAIRS)}: CLIP/NegCLIP fine-tune on each sample's one caption "
+    parser.add_argument("--caption-pairs", default="one", choices=CAPTION_PAIRS,
+                        help="CLIP/NegCLIP fine-tune on each sample's one caption "
                              "(the paper) or on a caption for every ordered pair of the objects in its image")
-    parser.add_argument("--clip-vision", default="trained",
-                        help=f"{' | '.join(CLIP_VISION)}: CLIP/NegCLIP fine-tune updates the vision tower too (the "
+    parser.add_argument("--clip-vision", default="trained", choices=CLIP_VISION,
+                        help="CLIP/NegCLIP fine-tune updates the vision tower too (the "
                              "paper) or keeps it as loaded and trains the text tower and projections")
     parser.add_argument("--weak-terms", default="above,below",
                         help="--vlm weakspot: comma-separated terms the scripted VLM gets wrong (of above, below, "
@@ -91,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--vlm weakspot: a weak term is mastered once fine-tuned on N samples holding it "
                              "(0: never)")
     parser.add_argument("--export-data", action="store_true",
-                        help="write each fine-tuning batch as PNG images with a JSONL index under --out/data")
+                        help="write each fine-tuning batch as PNG images with their metadata.jsonl under --out/data")
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
+                        help="what goes to stderr: info = one line per iteration (run.log in --out always has them)")
     for flag, (_, kind, text) in _LOOP_FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--unity-build", default=None, help="path of a Unity player build (--env unity)")
@@ -101,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--mesh", default=None, metavar="data=N,fsdp=M",
                        help="device mesh for the VLM: batches split over all devices, large parameters and their "
                             "optimiser state split along fsdp (default: every device on data)")
-    scale.add_argument("--dtype", default="auto",
-                       help="VLM compute dtype: auto (bfloat16 on GPU/TPU) | float32 | bfloat16 (PaliGemma "
+    scale.add_argument("--dtype", default="auto", choices=DTYPES,
+                       help="VLM compute dtype: auto is bfloat16 on GPU/TPU (bfloat16: PaliGemma "
                             "then also stores its frozen parameters in bfloat16)")
     scale.add_argument("--num-envs", type=int, default=1,
                        help="simulators the agent steps together, N transitions per agent update (paper: 1)")
@@ -142,20 +160,41 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def configure_logging(level: str) -> None:
+    """The run's log lines on stderr (a terminal, or a cluster job's log file) at `level`."""
+    logger = logging.getLogger("rls3_jax")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(level.upper())
+    logger.handlers = [h for h in logger.handlers if not getattr(h, "rls3_stderr", False)]
+    handler.rls3_stderr = True
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+def _error(err: BaseException) -> int:
+    print(f"error: {' '.join(str(err).split()) or type(err).__name__}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # bad flags and values stop here, before JAX is imported
+        args = build_parser().parse_args(argv)
+        config = config_from_args(args)
+    except (UsageError, ValueError) as err:
+        return _error(err)
+    configure_logging(args.log_level)
     try:
         from rls3_jax import distributed
 
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)  # before devices are used
     except (ValueError, RuntimeError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return _error(err)
     enable_compilation_cache()
     from rls3_jax.loop import RunError, run  # after parsing, so --help stays instant
 
     try:
-        config = config_from_args(args)
         if args.out is None:
             import jax
 
@@ -166,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out = f"runs/{config.vlm}-{config.agent}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         records = run(config, args.out, resume=args.resume, budget_from=args.budget_from)
     except (RunError, ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _error(err)
     except KeyboardInterrupt:
         print("interrupted: the last checkpoint in --out is intact; continue with --resume", file=sys.stderr)
         return 130
@@ -180,11 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{config.vlm} / {config.agent}: test {'mean rubric score' if config.vlm in RUBRIC_VLMS else 'accuracy'} {first['test_metric']:.3f} -> "
           f"{last['test_metric']:.3f} after {last['iteration']} iterations and {last['generated_samples']} "
           f"generated samples{' (stopped early)' if last['stopped_early'] else ''}")
-    print(f"outputs in {args.out}: metrics.jsonl, tensorboard/, checkpoint/; figures: python -m rls3_jax.report "
+    print(f"outputs in {args.out}: metrics.jsonl, run.log, tensorboard/, checkpoint/; figures: python -m rls3_jax.report "
           f"{args.out}")
     return 0
-
-
 
 
 if __name__ == "__main__":

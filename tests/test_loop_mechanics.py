@@ -182,7 +182,7 @@ def test_nan_loss_stops_with_checkpoint_intact(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(components, "make_learner", lambda config: ScalarLearner(nan_at_step=3))
     out = tmp_path / "r"
     code = main.main(["--vlm", "clip", "--preset", "smoke", "--out", str(out), "--pretrain-steps", "0",
-                      "--iterations", "3", "--vlm-steps", "2", "--t0", "4"])
+                      "--iterations", "3", "--vlm-steps", "2", "--t0", "4", "--log-level", "warning"])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nan" in err and "\n" not in err

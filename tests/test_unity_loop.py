@@ -81,7 +81,7 @@ def test_unity_dying_mid_run_stops_with_one_line_and_a_usable_checkpoint(
         "--unity-port",
         str(port),
     ]
-    assert main.main([*argv, "--unity-timeout", "3", "--out", str(out)]) == 2
+    assert main.main([*argv, "--unity-timeout", "3", "--log-level", "warning", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert f"port {port} stopped during step" in err and "resume the run from its last checkpoint" in err

@@ -1,0 +1,71 @@
+"""The edges a user meets first: flags checked before JAX loads, a failed start that leaves --out as found,
+and the per-iteration log lines (stderr and run.log)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rls3_jax import loop, main
+from tests.test_loop_mechanics import ScalarLearner, smoke_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_choice():
+    text = main.build_parser().format_help()
+    for choices in ("{paligemma,clip,negclip,weakspot}", "{sac,random}", "{smoke,default,paper}",
+                    "{batch,per-sample}", "{debug,info,warning,error}"):
+        assert choices in text
+
+
+@pytest.mark.parametrize("argv, needle", [(["--beta", "nan"], "--beta"), (["--learning-rate", "inf"], "--learning-rate"),
+                                          (["--eta", "nan"], "--eta"), (["--vlm", "gpt"], "--vlm"),
+                                          (["--log-level", "loud"], "--log-level")])
+def test_bad_values_stop_before_jax_loads(tmp_path, argv, needle):
+    code = ("import sys; from rls3_jax import main; rc = main.main(sys.argv[1:]); "
+            "print(rc, 'jax' in sys.modules)")
+    out = tmp_path / "o"
+    done = subprocess.run([sys.executable, "-c", code, *argv, "--out", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    err = done.stderr.strip()
+    assert err.startswith("error: ") and needle in err and "\n" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_a_failed_start_leaves_out_as_it_found_it(tmp_path, capsys, out_exists):
+    weights = tmp_path / "weights"
+    weights.mkdir()  # a directory, but no checkpoint in it: the learner fails while the run starts
+    out = tmp_path / "out"
+    if out_exists:
+        out.mkdir()
+    code = main.main(["--vlm", "paligemma", "--preset", "smoke", "--weights", str(weights), "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(weights) in err
+    assert out.is_dir() == out_exists and (not out_exists or not any(out.iterdir()))
+    # the corrected command then starts in the same directory
+    assert main.main(["--vlm", "weakspot", "--preset", "smoke", "--pretrain-steps", "0", "--out", str(out)]) == 0
+
+
+def test_one_log_line_per_iteration_in_run_log_and_on_stderr(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="rls3_jax"):
+        records = loop.run(smoke_config(iterations=2), tmp_path / "r", learner=ScalarLearner())
+    lines = (tmp_path / "r" / "run.log").read_text().splitlines()
+    assert len(lines) == len(records) == 3
+    for line, record in zip(lines, records):
+        assert f"iteration {record['iteration']}/2:" in line
+        assert f"{record['generated_samples']} samples" in line and f"test {record['test_metric']:.3f}" in line
+        assert f"image-blind val {record['val_blind_metric']:.3f}" in line and "training" in line
+    assert [r.getMessage() for r in caplog.records if r.name == "rls3_jax"] == [line.split(" ", 3)[3] for line in lines]
+    # a resumed run appends its iterations to the same log
+    loop.run(smoke_config(iterations=3), tmp_path / "r", resume=True, learner=ScalarLearner())
+    assert len((tmp_path / "r" / "run.log").read_text().splitlines()) == 4
+    assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["iteration"] == 3
