@@ -80,7 +80,7 @@ def bench_embedded(mesh, repeats: int) -> dict:
     import numpy as np
 
     from rls3_jax import datasets, sharding
-    from rls3_jax.vlm.clip_learner import ClipLearner
+    from rls3_jax.vlm.clip.learner import ClipLearner
     from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
 
     out = {}

@@ -23,7 +23,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from rls3_jax.vlm import clip, contrastive  # noqa: E402
+from rls3_jax.vlm.clip import contrastive  # noqa: E402
+from rls3_jax.vlm.clip import model as clip  # noqa: E402
 
 SIZES = {
     # name: (text width, text layers, vision width, vision layers, heads, image, patch, text length, batch)

@@ -95,7 +95,7 @@ class TextPrior:
         The hard negatives come from the CLIP learner's own evaluation function (the same term-swap rule),
         and splitting ties makes a constant scorer worth exactly 1/3.
         """
-        from rls3_jax.vlm.contrastive import hard_negative_texts
+        from rls3_jax.vlm.clip.contrastive import hard_negative_texts
 
         term_swapped, object_swapped = hard_negative_texts(samples)
         credits = np.zeros(len(samples))

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from rls3_jax import datasets, sharded_checkpoint, sharding
-from rls3_jax.vlm.clip_learner import ClipLearner
+from rls3_jax.vlm.clip.learner import ClipLearner
 from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
 
 START = time.perf_counter()

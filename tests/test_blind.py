@@ -11,7 +11,7 @@ import pytest
 import sim
 from rls3_jax import blind, datasets, loop, prompts, report, scoring
 from rls3_jax.tensorboard import read_scalars
-from rls3_jax.vlm import contrastive
+from rls3_jax.vlm.clip import contrastive
 from tests.test_loop_mechanics import ScalarLearner, smoke_config
 
 

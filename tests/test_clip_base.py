@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from rls3_jax import prompts
-from rls3_jax.vlm import pretrain_clip
-from rls3_jax.vlm.clip_learner import BASE_WEIGHTS, ClipLearner
+from rls3_jax.vlm.clip import pretrain as pretrain_clip
+from rls3_jax.vlm.clip.learner import BASE_WEIGHTS, ClipLearner
 
 sim = pytest.importorskip("sim")
 augment = pytest.importorskip("sim.augment")
@@ -67,7 +67,7 @@ def base():
 
 def _embed(learner, state, split, n, seed):
     images, metadatas = sim.generate_samples(split, n, seed, image_size=learner.image_size)
-    return images, metadatas, learner._embed(learner._embed_images, state["params"], [images], 128)
+    return images, metadatas, learner.image_embeddings(state["params"], images)
 
 
 def test_the_shipped_base_names_objects_but_knows_no_spatial_words(base):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from rls3_jax import prompts
-from rls3_jax.vlm import clip, contrastive
-from rls3_jax.vlm.tokenizer import WORDS, WordTokenizer
+from rls3_jax.vlm.clip import contrastive
+from rls3_jax.vlm.clip import model as clip
+from rls3_jax.vlm.clip.tokenizer import WORDS, ClipWordTokenizer
 
 
 def _brute_force_loss(logits, n):
@@ -75,7 +76,7 @@ def test_hard_negative_texts_swap_a_term_and_the_objects():
 
 def test_tokenizer_covers_the_project_vocabulary_and_rejects_unknown_words():
     sim_objects = pytest.importorskip("sim.objects")
-    tok = WordTokenizer(WORDS, max_length=24)
+    tok = ClipWordTokenizer(WORDS, max_length=24)
     names = sim_objects.OBJECT_NAMES
     texts = []
     for a in names:
@@ -92,7 +93,7 @@ def test_tokenizer_covers_the_project_vocabulary_and_rejects_unknown_words():
     with pytest.raises(ValueError, match="'giraffe'.*closed vocabulary"):
         tok.encode(["The giraffe is above the cup."])
     with pytest.raises(ValueError, match="max_length 4"):
-        WordTokenizer(WORDS, max_length=4).encode(["the cup is above the lamp"])
+        ClipWordTokenizer(WORDS, max_length=4).encode(["the cup is above the lamp"])
 
 
 def _tiny_setup(seed=0):

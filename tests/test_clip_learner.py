@@ -10,7 +10,7 @@ import pytest
 
 from rls3_jax import checkpoint, datasets
 from rls3_jax.prompts import describe_pair
-from rls3_jax.vlm.clip_learner import ClipLearner
+from rls3_jax.vlm.clip.learner import ClipLearner
 
 sim = pytest.importorskip("sim")
 

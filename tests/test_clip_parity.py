@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from rls3_jax.vlm import clip  # noqa: E402
-from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, save_clip_params  # noqa: E402
+from rls3_jax.vlm.clip import model as clip  # noqa: E402
+from rls3_jax.vlm.clip.weights import CLIPImagePreprocessor, from_pretrained, save_clip_params  # noqa: E402
 
 CONFIGS = {
     "narrow": dict(
@@ -110,7 +110,7 @@ def _compare(hf_model, model, params, name):
 def test_loaded_checkpoint_matches_transformers(tmp_path, name):
     hf_model = _hf_model(name)
     hf_model.save_pretrained(tmp_path)
-    model, params = clip.from_pretrained(tmp_path)
+    model, params = from_pretrained(tmp_path)
     assert model.config.vision.patch_size == CONFIGS[name]["vision_config"]["patch_size"]
     diffs = _compare(hf_model, model, params, name)
     print(name, diffs)
@@ -120,7 +120,7 @@ def test_sharded_checkpoint_and_round_trip(tmp_path):
     hf_model = _hf_model("narrow", seed=1)
     hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
-    model, params = clip.from_pretrained(tmp_path / "sharded")
+    model, params = from_pretrained(tmp_path / "sharded")
     _compare(hf_model, model, params, "narrow")
     # Our writer produces a directory transformers loads into the same model.
     save_clip_params(tmp_path / "ours", model.config, params)
@@ -130,23 +130,23 @@ def test_sharded_checkpoint_and_round_trip(tmp_path):
 
 def test_loader_errors_name_path_and_parameter(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        clip.from_pretrained(tmp_path / "nowhere")
+        from_pretrained(tmp_path / "nowhere")
     hf_model = _hf_model("narrow")
     hf_model.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "wrong_type").mkdir()
     (tmp_path / "wrong_type" / "config.json").write_text(json.dumps({**config, "model_type": "siglip"}))
     with pytest.raises(ValueError, match="wrong_type.*siglip"):
-        clip.from_pretrained(tmp_path / "wrong_type")
+        from_pretrained(tmp_path / "wrong_type")
     config["vision_config"]["intermediate_size"] = 65
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     with pytest.raises(
         ValueError, match=r"m: parameter vision_model\.encoder\.layers\.0\.mlp\.fc1\.(weight|bias) has shape"
     ):
-        clip.from_pretrained(tmp_path / "m")
+        from_pretrained(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="no safetensors"):
-        clip.from_pretrained(tmp_path / "m")
+        from_pretrained(tmp_path / "m")
 
 
 def test_bf16_compute_stays_close():

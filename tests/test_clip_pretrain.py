@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rls3_jax.vlm import pretrain_clip
-from rls3_jax.vlm.clip_learner import ClipLearner
+from rls3_jax.vlm.clip import pretrain as pretrain_clip
+from rls3_jax.vlm.clip.learner import ClipLearner
 
 sim = pytest.importorskip("sim")
 

@@ -46,7 +46,7 @@ def make_learner(config: RunConfig) -> Learner:
                                        train_batch_size=config.vlm_batch_size, mesh=mesh,
                                        dtype=None if config.dtype == "auto" else config.dtype,
                                        param_dtype="bfloat16" if config.dtype == "bfloat16" else "float32")
-    from rls3_jax.vlm.clip_learner import ClipLearner
+    from rls3_jax.vlm.clip.learner import ClipLearner
 
     return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",
                               learning_rate=learning_rate, batch_size=config.vlm_batch_size, mesh=mesh,

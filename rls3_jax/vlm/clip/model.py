@@ -6,7 +6,7 @@ position embeddings, a causal pre-LN transformer, final LayerNorm, pooling at th
 linear projection. Logits are cosine similarities times exp(logit_scale).
 
 The parameter tree mirrors transformers' module names (`text_model/encoder/layers_0/self_attn/q_proj/...`)
-so that loading a checkpoint is a mechanical renaming (see `clip_loading.py`).
+so that loading a checkpoint is a mechanical renaming (see `weights.py`, which also holds `from_pretrained`).
 """
 
 from __future__ import annotations
@@ -372,10 +372,3 @@ def param_shapes(config: CLIPConfig) -> dict:
         lambda i, p: model.init(jax.random.PRNGKey(0), input_ids=i, pixel_values=p), ids, pixels
     )["params"]
 
-
-def from_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[CLIPModel, dict]:
-    """Load a Hugging Face CLIP directory (config.json + safetensors) -> (CLIPModel, params). No torch."""
-    from rls3_jax.vlm.clip_loading import load_clip_params
-
-    config, params = load_clip_params(path)
-    return CLIPModel(config, dtype=dtype), params

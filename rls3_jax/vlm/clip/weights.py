@@ -1,5 +1,6 @@
-"""Hugging Face CLIP checkpoints -> our Flax parameter tree, plus the checkpoint's own image preprocessing
-and tokenizer. Weights are read with `hf_weights` (no torch); transformers is only needed for the tokenizer.
+"""Hugging Face CLIP checkpoints -> our Flax parameter tree (`from_pretrained`), plus the checkpoint's own image
+preprocessing and tokenizer. Weights are read with `hf_weights` (no torch); transformers is only needed for the
+tokenizer.
 """
 
 from __future__ import annotations
@@ -7,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from rls3_jax.vlm import hf_weights
-from rls3_jax.vlm.clip import CLIPConfig, param_shapes
+from rls3_jax.vlm.clip.model import CLIPConfig, CLIPModel, param_shapes
 
 # The two parameters whose layout is not the generic Linear / LayerNorm / Embedding one.
 _PATCH_KERNEL = ("vision_model", "embeddings", "patch_embedding")
@@ -48,12 +51,12 @@ def flax_to_hf(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _paths(tree) -> list[tuple[tuple[str, ...], object]]:
+def param_paths(tree) -> list[tuple[tuple[str, ...], object]]:
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return [(tuple(k.key for k in keypath), leaf) for keypath, leaf in flat]
 
 
-def _unflatten(items: dict[tuple[str, ...], np.ndarray]) -> dict:
+def unflatten_paths(items: dict[tuple[str, ...], np.ndarray]) -> dict:
     tree: dict = {}
     for path, value in items.items():
         node = tree
@@ -76,7 +79,7 @@ def load_clip_params(path: str | os.PathLike) -> tuple[CLIPConfig, dict]:
         if len(candidates) == 1:
             prefix = candidates[0]
     params = {}
-    for p, expected in _paths(param_shapes(config)):
+    for p, expected in param_paths(param_shapes(config)):
         name = prefix + hf_name(p)
         if name not in weights:
             raise KeyError(f"checkpoint {path} lacks parameter {name} (for {'/'.join(p)})")
@@ -87,7 +90,13 @@ def load_clip_params(path: str | os.PathLike) -> tuple[CLIPConfig, dict]:
                 f"{'/'.join(p)} of shape {tuple(expected.shape)} given config.json"
             )
         params[p] = np.asarray(value, dtype=np.float32)
-    return config, _unflatten(params)
+    return config, unflatten_paths(params)
+
+
+def from_pretrained(path: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[CLIPModel, dict]:
+    """Load a Hugging Face CLIP directory (config.json + safetensors) -> (CLIPModel, params). No torch."""
+    config, params = load_clip_params(path)
+    return CLIPModel(config, dtype=dtype), params
 
 
 def save_clip_params(path: str | os.PathLike, config: CLIPConfig, params: dict) -> Path:
@@ -97,7 +106,7 @@ def save_clip_params(path: str | os.PathLike, config: CLIPConfig, params: dict) 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tensors = {
-        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in _paths(params)
+        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in param_paths(params)
     }
     save_file(tensors, str(path / hf_weights.SINGLE_FILE), metadata={"format": "pt"})
     with open(path / "config.json", "w") as f:

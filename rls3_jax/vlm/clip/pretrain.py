@@ -9,7 +9,7 @@ is there because a naming-only tower pools the objects' places away: a probe the
 relations from its embedding at all, let alone a text tower after a few hundred samples (docs/clip.md).
 Reproduce the shipped file with
 
-    python -m rls3_jax.vlm.pretrain_clip --seed 0 --out rls3_jax/assets/clip_base.safetensors
+    python -m rls3_jax.vlm.clip.pretrain --seed 0 --out rls3_jax/assets/clip_base.safetensors
 
 which writes the safetensors (transformers' parameter names) and a JSON beside it (config, tokenizer
 words, how it was made).
@@ -27,11 +27,11 @@ import jax
 import numpy as np
 from safetensors.numpy import save_file
 
-from rls3_jax.vlm import clip as clip_model
-from rls3_jax.vlm import contrastive
-from rls3_jax.vlm.clip_learner import default_config
-from rls3_jax.vlm.clip_loading import _paths, flax_to_hf, hf_name
-from rls3_jax.vlm.tokenizer import WORDS, WordTokenizer
+from rls3_jax.vlm.clip import contrastive
+from rls3_jax.vlm.clip import model as clip_model
+from rls3_jax.vlm.clip.learner import default_config
+from rls3_jax.vlm.clip.tokenizer import WORDS, ClipWordTokenizer
+from rls3_jax.vlm.clip.weights import flax_to_hf, hf_name, param_paths
 
 
 def object_list_caption(names, rng: np.random.Generator, scene: str | None = None) -> str:
@@ -47,7 +47,7 @@ def object_list_caption(names, rng: np.random.Generator, scene: str | None = Non
 def save_base_weights(out: Path, config, params, meta: dict) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
-        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in _paths(params)
+        hf_name(p): np.array(flax_to_hf(p, np.asarray(v, np.float32)), order="C") for p, v in param_paths(params)
     }
     save_file(tensors, str(out), metadata={"format": "pt"})
     with open(out.with_suffix(".json"), "w") as f:
@@ -216,7 +216,7 @@ def pretrain(
     from sim import OBJECT_NAMES
 
     start = time.time()
-    tokenizer = WordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
+    tokenizer = ClipWordTokenizer(WORDS, max_length=default_config(1).text.max_position_embeddings)
     config = default_config(tokenizer.vocab_size)
     size = config.vision.image_size
     images, names, scenes, places, present, (mean, std) = _training_data(seed, samples, size, augment, jitter)
@@ -254,7 +254,7 @@ def pretrain(
 
 def _load_clip(path: Path, config):
     """CLIP parameters of another base file (same config) to start from."""
-    from rls3_jax.vlm.clip_learner import load_base_weights
+    from rls3_jax.vlm.clip.learner import load_base_weights
 
     loaded, params, words = load_base_weights(Path(path))
     if loaded.to_hf_config() != config.to_hf_config() or list(words) != list(WORDS):
@@ -297,7 +297,7 @@ def naming_accuracy(learner, state, images, metadatas, seed: int) -> float:
 
     rng = np.random.default_rng(seed)
     params = state["params"]
-    image_embeds = learner._embed(learner._embed_images, params, [images], learner.eval_batch_size)
+    image_embeds = learner.image_embeddings(params, images)
     texts = []
     for m in metadatas:
         names, scene = [o["name"] for o in m["objects"]], m["scene_name"]
@@ -307,8 +307,7 @@ def naming_accuracy(learner, state, images, metadatas, seed: int) -> float:
             wrong = list(names)
             wrong[slot] = other[rng.integers(len(other))]
             texts.append(object_list_caption(wrong, rng, scene))
-    ids, mask = learner.tokenizer.encode(texts)
-    text_embeds = learner._embed(learner._embed_texts, params, [ids, mask], learner.eval_batch_size)
+    text_embeds = learner.text_embeddings(params, texts)
     scores = np.einsum("nd,nkd->nk", image_embeds, text_embeds.reshape(len(images), 4, -1))
     return float(np.mean(scores[:, 0] > scores[:, 1:].max(axis=1)))
 
@@ -317,7 +316,7 @@ def evaluate_base(path: Path, samples: int = 300, seed: int = 1) -> dict:
     """Spatial accuracy (caption vs its two hard negatives, chance 1/3) on the test split and object-naming
     accuracy on the val split, for the base weights at `path`."""
     import sim
-    from rls3_jax.vlm.clip_learner import ClipLearner
+    from rls3_jax.vlm.clip.learner import ClipLearner
 
     learner = ClipLearner.create(base_weights=path)
     state = learner.init_state(0)

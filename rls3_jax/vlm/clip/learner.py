@@ -2,7 +2,7 @@
 
 `ClipLearner.create(weights=None)` is the embedded default: a small CLIP (96 px images, closed-vocabulary
 word tokenizer) starting from the base weights shipped in `rls3_jax/assets/clip_base.safetensors` (trained
-by `python -m rls3_jax.vlm.pretrain_clip` to name the objects of the training scenes and place them in the
+by `python -m rls3_jax.vlm.clip.pretrain` to name the objects of the training scenes and place them in the
 image, never on spatial relations or their words), or from a random init when that file is absent.
 `create(weights=<dir>)` loads a Hugging Face CLIP checkpoint directory with its own tokenizer and preprocessing.
 """
@@ -21,12 +21,13 @@ import numpy as np
 import optax
 
 from rls3_jax import prompts, sharding
-from rls3_jax.vlm import clip as clip_model
-from rls3_jax.vlm import contrastive
-from rls3_jax.vlm.clip import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
-from rls3_jax.vlm.tokenizer import WORDS, WordTokenizer
+from rls3_jax.vlm.clip import contrastive
+from rls3_jax.vlm.clip import model as clip_model
+from rls3_jax.vlm.clip.model import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from rls3_jax.vlm.clip.tokenizer import WORDS, ClipWordTokenizer
+from rls3_jax.vlm.clip.weights import hf_name, hf_to_flax, unflatten_paths
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BASE_WEIGHTS = ASSETS / "clip_base.safetensors"
 TEXT_LENGTH = 24  # closed-vocabulary captions are at most ~18 words
 HF_TEXT_LENGTH = 32  # BPE splits words further
@@ -69,10 +70,8 @@ def compute_dtype(dtype: str = "auto"):
 
 
 def load_base_weights(path: Path = BASE_WEIGHTS) -> tuple[CLIPConfig, dict, list[str]]:
-    """(config, params, tokenizer words) of a base-weights file written by `pretrain_clip`."""
+    """(config, params, tokenizer words) of a base-weights file written by `clip.pretrain`."""
     from safetensors.numpy import load_file
-
-    from rls3_jax.vlm.clip_loading import _unflatten, hf_name, hf_to_flax
 
     meta_file = path.with_suffix(".json")
     if not meta_file.is_file():
@@ -93,11 +92,11 @@ def load_base_weights(path: Path = BASE_WEIGHTS) -> tuple[CLIPConfig, dict, list
                 f"base weights {path}: {name} has shape {value.shape}, expected {expected.shape}"
             )
         params[p] = value.astype(np.float32)
-    return config, _unflatten(params), list(meta["words"])
+    return config, unflatten_paths(params), list(meta["words"])
 
 
 class _HFTokenizer:
-    """A transformers tokenizer behind WordTokenizer's `encode` (fixed length, so shapes never change)."""
+    """A transformers tokenizer behind ClipWordTokenizer's `encode` (fixed length, so shapes never change)."""
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer, self.max_length = tokenizer, max_length
@@ -155,7 +154,7 @@ class ClipLearner:
         mesh=None,
     ) -> ClipLearner:
         """weights: None (embedded default) or a Hugging Face CLIP directory; base_weights: another
-        `pretrain_clip` file for the default; text_length: padded token length for a checkpoint's tokenizer;
+        `clip.pretrain` file for the default; text_length: padded token length for a checkpoint's tokenizer;
         all_pairs: see `finetune`; freeze_vision: fine-tuning leaves the vision tower as loaded (the text
         tower and both projections train);
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`; batch sizes round up to its size)."""
@@ -242,6 +241,15 @@ class ClipLearner:
             out.append(fn(params, *sharding.put(chunk, sharding.batch_sharding(self.mesh))))
         return np.concatenate([sharding.fetch(o) for o in out])[:n] if out else np.zeros((0, 1), np.float32)
 
+    def image_embeddings(self, params, images) -> np.ndarray:
+        """Normalised image embeddings, numpy [N, D]."""
+        return self._embed(self._embed_images, params, [self._images(images)], self.eval_batch_size)
+
+    def text_embeddings(self, params, texts: Sequence[str]) -> np.ndarray:
+        """Normalised text embeddings, numpy [N, D]."""
+        ids, mask = self.tokenizer.encode(texts)
+        return self._embed(self._embed_texts, params, [ids, mask], self.eval_batch_size)
+
     # -- contract --------------------------------------------------------------------------------------
     def evaluate(self, state: dict, images, samples: Sequence[dict]) -> dict:
         images = self._images(images)
@@ -252,9 +260,8 @@ class ClipLearner:
         params = state["params"]
         n = len(samples)
         term_swapped, object_swapped = contrastive.hard_negative_texts(samples)
-        ids, mask = self.tokenizer.encode([s["caption"] for s in samples] + term_swapped + object_swapped)
-        image_embeds = self._embed(self._embed_images, params, [images], self.eval_batch_size)
-        text_embeds = self._embed(self._embed_texts, params, [ids, mask], self.eval_batch_size)
+        image_embeds = self.image_embeddings(params, images)
+        text_embeds = self.text_embeddings(params, [s["caption"] for s in samples] + term_swapped + object_swapped)
         texts = text_embeds.reshape(3, n, -1)
         scores = contrastive.hard_negative_scores(image_embeds, texts[0], texts[1:])
         correct = contrastive.hard_negative_correct(scores).astype(np.float64)
@@ -345,14 +352,14 @@ def _embedded_parts(base_weights):
         if base_weights is not None:
             raise FileNotFoundError(f"base weights {base} do not exist")
         words, base_params = list(WORDS), None
-        config = default_config(WordTokenizer(words).vocab_size)
-    tokenizer = WordTokenizer(words, max_length=config.text.max_position_embeddings)
+        config = default_config(ClipWordTokenizer(words).vocab_size)
+    tokenizer = ClipWordTokenizer(words, max_length=config.text.max_position_embeddings)
     return config, base_params, tokenizer, ((contrastive.CLIP_MEAN, contrastive.CLIP_STD), None), 3e-4
 
 
 def _checkpoint_parts(weights, text_length: int):
     """A Hugging Face CLIP directory: the same parts, with its tokenizer and image preprocessing."""
-    from rls3_jax.vlm.clip_loading import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
+    from rls3_jax.vlm.clip.weights import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
 
     config, base_params = load_clip_params(weights)
     tokenizer = _HFTokenizer(load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings))

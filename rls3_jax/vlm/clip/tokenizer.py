@@ -1,4 +1,4 @@
-"""A closed-vocabulary word-level tokenizer for the embedded default VLMs (no download).
+"""A closed-vocabulary word-level tokenizer for the embedded default CLIP (no download).
 
 The captions, questions and object lists the project produces use a small, known vocabulary: the spatial
 template of `rls3_jax.prompts`, the simulator's object names and a few function words. The word list is
@@ -52,7 +52,7 @@ WORDS: tuple[str, ...] = tuple(dict.fromkeys(_TEMPLATE + _QUALIFIERS + _OBJECTS)
 _SPLIT = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
-class WordTokenizer:
+class ClipWordTokenizer:
     """Word-level tokenizer over a fixed vocabulary; `encode` gives CLIP-style fixed-length ids + mask."""
 
     def __init__(self, words: Sequence[str] = WORDS, max_length: int = 32):

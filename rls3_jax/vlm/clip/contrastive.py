@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from rls3_jax import prompts
-from rls3_jax.vlm.clip import CLIPModel
+from rls3_jax.vlm.clip.model import CLIPModel
 
 MAX_LOGIT_SCALE = math.log(100.0)  # OpenAI CLIP clamps the temperature at 1/100
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
