@@ -29,9 +29,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sim  # noqa: E402
+from rls3_jax.envs import jax_sim  # noqa: E402
 from rls3_jax.sac import agent as sac  # noqa: E402
 from rls3_jax.sac import buffer as replay  # noqa: E402
-from rls3_jax.sac import jax_env, pretrain  # noqa: E402
+from rls3_jax.sac import pretrain  # noqa: E402
 from rls3_jax.sac.config import SACConfig  # noqa: E402
 
 EPISODE_STEPS = 200
@@ -110,24 +111,24 @@ def bench_ours(args, seed):
 def bench_ours_jit(args, seed):
     """Environment, buffer and update in one lax.scan; chunks of equal length share one compilation."""
     config = SACConfig(learning_starts=args.learning_starts)
-    env = jax_env.from_python_env(make_env())
+    env = jax_sim.from_python_env(make_env())
     state = sac.init(config, 32, 3, seed)
     buffer = replay.init(config.buffer_size, 32, 3)
     chunk = args.chunk
     if args.learning_starts % chunk or args.steps % chunk:
         raise SystemExit(f"--chunk {chunk} must divide --learning-starts and --steps")
-    state, carry = pretrain.rollout_start(env, sac, state, seed)
+    state, carry = pretrain.rollout_start(env, sac.SAC, state, seed)
     valid_parts = []
     # random phase plus one learning chunk: compiles the scan once (the learning branch is compiled with it)
     warm_chunks = args.learning_starts // chunk + 1
     for _ in range(warm_chunks):
-        state, buffer, carry, valid, _ = pretrain.rollout(env, sac, state, buffer, carry, chunk)
+        state, buffer, carry, valid, _ = pretrain.rollout(env, sac.SAC, state, buffer, carry, chunk)
         valid_parts.append(valid)
     jax.block_until_ready(valid)
     timed = args.steps // chunk - 1
     t0 = time.perf_counter()
     for _ in range(timed):
-        state, buffer, carry, valid, _ = pretrain.rollout(env, sac, state, buffer, carry, chunk)
+        state, buffer, carry, valid, _ = pretrain.rollout(env, sac.SAC, state, buffer, carry, chunk)
         valid_parts.append(valid)
     jax.block_until_ready(valid)
     elapsed = time.perf_counter() - t0
@@ -156,7 +157,7 @@ def bench_ceiling(args, seed):
     @functools.partial(jax.jit, donate_argnums=0)
     def run(state, batches):
         def body(state, batch):
-            state, metrics = sac.update_unjitted(state, batch)
+            state, metrics = sac.update(state, batch)
             return state, metrics["critic_loss"]
 
         return jax.lax.scan(body, state, batches)
@@ -177,7 +178,7 @@ def bench_bound(args, seed):
     state = sac.init(SACConfig(), 32, 3, seed)
     batch = replay.Transition(jnp.zeros((256, 32)), jnp.zeros((256, 3)), jnp.zeros(256), jnp.zeros((256, 32)),
                               jnp.zeros(256))
-    cost = jax.jit(sac.update_unjitted).lower(state, batch).compile().cost_analysis()
+    cost = sac.update.lower(state, batch).compile().cost_analysis()
     update_flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
 
     @jax.jit

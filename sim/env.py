@@ -9,7 +9,7 @@ Observation (32 float32, roughly in [-1, 1]; positions: x/3, y/1.5 - 1, z/3 in m
     [26:32]  camera position (3) and rotation (3)
 Action: [-1, 1]^3, a displacement of the selected object (see `sim.geometry` for the exact rule).
 Reward: +1 for a valid move, -1 for an invalid one (paper Eq. 2); an invalid move changes nothing.
-`sim.geometry.observation` computes the same vector from `geometry_state()` with numpy or jax.numpy.
+The vector is `sim.geometry.observation` of the state (numpy here; jax.numpy in `rls3_jax.envs.jax_sim`).
 Each episode uses the next scene of the split (starting at a seeded random one); which object moves next and
 when an active object is swapped with one from the container (after valid moves) are drawn from a seeded RNG.
 """
@@ -28,13 +28,6 @@ from sim.render import image_shape, view
 from sim.scenes import SPLITS, camera_basis, scenes_for_split
 
 OBS_SIZE = 32
-N_SCENES_TOTAL = geometry.N_SCENES_TOTAL
-POS_SCALE = geometry.POS_SCALE
-Y_MID = geometry.Y_MID
-
-
-def _npos(x, y, z):
-    return [x / POS_SCALE, y / Y_MID - 1.0, z / POS_SCALE]
 
 
 def place_objects(rng: random.Random, scene, catalogue_indices, tries: int = 200):
@@ -182,6 +175,7 @@ class IndoorSceneEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-1.0, 1.0, shape=(OBS_SIZE,), dtype=np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
         self._surface_tuples = [geometry.surface_tuples(s) for s in self.scenes]
+        self._scene_arrays = [geometry.scene_arrays(s) for s in self.scenes]  # the observation's scene part
         self._rng: random.Random | None = None
         self._scene_start = 0
         self._episode = 0
@@ -338,20 +332,7 @@ class IndoorSceneEnv(gym.Env):
                 return
 
     def _obs(self) -> np.ndarray:
-        k = self._k
-        cx, top, cz, shx, shz = self._surface_tuples[self._scene_slot][self._surf[k]]
-        obs = [
-            float(k - 1),
-            2.0 * self.scene.index / (N_SCENES_TOTAL - 1) - 1.0,
-            2.0 * shx / POS_SCALE,
-            top / POS_SCALE,
-            2.0 * shz / POS_SCALE,
-            *_npos(cx, top, cz),
-        ]
-        for p in self._pos:
-            obs += _npos(p[0], p[1], p[2])
-            obs += (0.0, 0.0, 0.0)
-        cam = self.scene.camera_position
-        obs += _npos(cam[0], cam[1], cam[2])
-        obs += [r / 180.0 for r in self.scene.camera_rotation]
-        return np.array(obs, dtype=np.float32)
+        geo = dict(self._scene_arrays[self._scene_slot])
+        geo["object_pos"] = np.array(self._pos)
+        geo["object_surface"] = np.array(self._surf)
+        return geometry.observation(geo, self._k)

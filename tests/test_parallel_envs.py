@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import sim
-from rls3_jax import loop, parallel_envs
+from rls3_jax import loop
+from rls3_jax.envs import vector
 from rls3_jax.sac import buffer as replay
 from rls3_jax.sac import random_agent
 from rls3_jax.sac.config import SACConfig
@@ -14,18 +15,18 @@ from tests.test_loop_mechanics import ScalarLearner, read_metrics, smoke_config
 
 
 def _vec(n):
-    return parallel_envs.make_vector_env(
+    return vector.make_vector_env(
         lambda: sim.IndoorSceneEnv(split="train", image_size=16, render_mode="rgb_array"), n)
 
 
 def test_vector_episode_stores_every_transition_and_updates_once_per_vector_step():
     n, t0 = 3, 6
     vec = _vec(n)
-    state = random_agent.init(SACConfig(buffer_size=4096), 32, 3, seed=0)
+    state = random_agent.RANDOM.init(SACConfig(buffer_size=4096), 32, 3, seed=0)
     buffer = replay.init(4096, 32, 3)
     timers = {"generation_s": 0.0, "agent_update_s": 0.0}
-    state, buffer, images, metadatas, valid_slots, last_slot, moves = parallel_envs.run_episode(
-        vec, random_agent, state, buffer, t0, 50 * t0, seed=5, timers=timers)
+    state, buffer, images, metadatas, valid_slots, last_slot, moves = vector.run_episode(
+        vec, random_agent.RANDOM, state, buffer, t0, 50 * t0, seed=5, timers=timers)
     assert len(images) == len(metadatas) == len(valid_slots) == t0
     assert images[0].shape == (16, 16, 3) and images[0].dtype == np.uint8
     assert moves % n == 0 and int(buffer.size) == moves  # every simulator's every move is stored
@@ -34,8 +35,8 @@ def test_vector_episode_stores_every_transition_and_updates_once_per_vector_step
     assert np.all(rewards[valid_slots] == 1.0)  # the slots of valid moves hold the +1 of a valid move
     assert last_slot == moves - 1
     # Reproducible under the episode seed.
-    state2 = random_agent.init(SACConfig(buffer_size=4096), 32, 3, seed=0)
-    again = parallel_envs.run_episode(_vec(n), random_agent, state2, replay.init(4096, 32, 3), t0, 50 * t0, 5,
+    state2 = random_agent.RANDOM.init(SACConfig(buffer_size=4096), 32, 3, seed=0)
+    again = vector.run_episode(_vec(n), random_agent.RANDOM, state2, replay.init(4096, 32, 3), t0, 50 * t0, 5,
                                       {"generation_s": 0.0, "agent_update_s": 0.0})
     assert again[3] == metadatas and again[6] == moves
 

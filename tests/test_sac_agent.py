@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rls3_jax import config as run_config
 from rls3_jax.sac import agent as sac
+from rls3_jax.sac import agents, random_agent
 from rls3_jax.sac import buffer as replay
-from rls3_jax.sac import random_agent
 from rls3_jax.sac.config import SACConfig
 
 SMALL = SACConfig(hidden_sizes=(32, 32), batch_size=32, buffer_size=512, learning_starts=50)
@@ -58,25 +59,25 @@ def test_entropy_coefficient_moves_towards_the_target():
     assert float(m["entropy"]) < -2.0 and float(narrow.log_alpha) > 0.0
 
 
-def _drive(agent_module, config, seed, steps=120, obs_dim=6, act_dim=2):
+def _drive(agent, config, seed, steps=120, obs_dim=6, act_dim=2):
     """A fixed dynamics: reward = -|action - 0.5|, next obs rotates."""
-    state = agent_module.init(config, obs_dim, act_dim, seed)
+    state = agent.init(config, obs_dim, act_dim, seed)
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)
     obs = np.linspace(-1, 1, obs_dim, dtype=np.float32)
-    action, state = agent_module.act(state, obs)
+    action, state = agent.act(state, obs)
     for _ in range(steps):
         a = np.asarray(action)
         next_obs = np.roll(obs, 1)
         transition = replay.make_transition(obs, a, -np.abs(a - 0.5).sum(), next_obs, 0.0)
-        action, state, buffer, _, _ = agent_module.step(state, buffer, transition, next_obs)
+        action, state, buffer, _, _ = agent.step(state, buffer, transition, next_obs)
         obs = next_obs
     return state, buffer
 
 
 def test_same_seed_gives_identical_parameters_and_another_seed_does_not():
-    a, buf_a = _drive(sac, SMALL, seed=3)
-    b, buf_b = _drive(sac, SMALL, seed=3)
-    c, _ = _drive(sac, SMALL, seed=4)
+    a, buf_a = _drive(sac.SAC, SMALL, seed=3)
+    b, buf_b = _drive(sac.SAC, SMALL, seed=3)
+    c, _ = _drive(sac.SAC, SMALL, seed=4)
     assert int(a.updates) == 70
     chex.assert_trees_all_equal(a, b)
     chex.assert_trees_all_equal(buf_a, buf_b)
@@ -85,7 +86,7 @@ def test_same_seed_gives_identical_parameters_and_another_seed_does_not():
 
 
 def test_separate_and_fused_steps_agree():
-    fused, fused_buffer = _drive(sac, SMALL, seed=1, steps=60)
+    fused, fused_buffer = _drive(sac.SAC, SMALL, seed=1, steps=60)
 
     state = sac.init(SMALL, 6, 2, 1)
     buffer = replay.init(SMALL.buffer_size, 6, 2)
@@ -94,7 +95,7 @@ def test_separate_and_fused_steps_agree():
     for _ in range(60):
         a = np.asarray(action)
         next_obs = np.roll(obs, 1)
-        buffer = replay.add(buffer, replay.make_transition(obs, a, -np.abs(a - 0.5).sum(), next_obs, 0.0))
+        buffer, _ = replay.add(buffer, replay.make_transition(obs, a, -np.abs(a - 0.5).sum(), next_obs, 0.0))
         state, metrics = sac.train_step(state, buffer)
         action, state = sac.act(state, next_obs)
         obs = next_obs
@@ -116,10 +117,19 @@ def test_actions_are_uniform_before_learning_starts_and_squashed_after():
 
 
 def test_random_agent_has_the_interface_and_learns_nothing():
-    state, buffer = _drive(random_agent, SMALL, seed=0, steps=30)
+    state, buffer = _drive(random_agent.RANDOM, SMALL, seed=0, steps=30)
     assert int(state.env_steps) == 30 and int(state.updates) == 0 and int(buffer.size) == 30
     actions = np.asarray(buffer.data.action[:30])
     assert np.all(np.abs(actions) <= 1.0) and actions.std() > 0.3
+
+
+def test_every_agent_flag_names_a_bundle_and_unknown_names_are_rejected():
+    assert set(agents.AGENTS) == set(run_config.AGENTS)  # every --agent value has a bundle
+    assert agents.get("sac") is sac.SAC and agents.get("random") is random_agent.RANDOM
+    assert sac.SAC.step is sac.step and random_agent.RANDOM.act is random_agent.act
+    assert {sac.SAC: 1}[agents.get("sac")] == 1  # hashable: jitted drivers take it as a static argument
+    with pytest.raises(ValueError, match="unknown agent 'ppo'"):
+        agents.get("ppo")
 
 
 def test_malformed_batches_and_configs_are_rejected():

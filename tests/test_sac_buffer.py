@@ -17,13 +17,13 @@ def _transition(i, obs_dim=3, act_dim=2):
 def test_add_wraps_around_and_sample_draws_only_filled_slots():
     buffer = replay.init(5, 3, 2)
     for i in range(3):
-        buffer = replay.add(buffer, _transition(i))
+        buffer, _ = replay.add(buffer, _transition(i))
     assert int(buffer.size) == 3 and int(buffer.ptr) == 3
     batch = replay.sample(buffer, jax.random.PRNGKey(0), 200)
     assert set(np.asarray(batch.reward).tolist()) == {0.0, 1.0, 2.0}
     np.testing.assert_array_equal(batch.next_obs[:, 0], batch.obs[:, 0] + 1)  # rows stay together
     for i in range(3, 7):
-        buffer = replay.add(buffer, _transition(i))
+        buffer, _ = replay.add(buffer, _transition(i))
     assert int(buffer.size) == 5 and int(buffer.ptr) == 2
     np.testing.assert_array_equal(buffer.data.reward, [5, 6, 2, 3, 4])
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 import sim
-from rls3_jax.sac import jax_env
+from rls3_jax.envs import jax_sim
 from sim import geometry
 
 
 @pytest.fixture(scope="module")
 def envs():
     py_env = sim.IndoorSceneEnv("train", max_episode_steps=40, swap_prob=0.0)
-    return py_env, jax_env.from_python_env(py_env, bank_size=64)
+    return py_env, jax_sim.from_python_env(py_env, bank_size=64)
 
 
 def test_validity_reward_next_state_and_observation_agree_with_the_simulator(envs):
@@ -23,7 +23,7 @@ def test_validity_reward_next_state_and_observation_agree_with_the_simulator(env
     obs, _ = py_env.reset(seed=1)
     n_valid = n_invalid = 0
     for t in range(300):
-        state = jax_env.state_from_python(py_env)
+        state = jax_sim.state_from_python(py_env)
         np.testing.assert_allclose(observe(state), obs, atol=1e-5, err_msg=f"observation at step {t}")
         # half the actions small (mostly valid), half large (mostly invalid): both outcomes are exercised
         action = rng.uniform(-1, 1, 3) * (0.3 if t % 2 else 1.0)
@@ -44,7 +44,7 @@ def test_validity_reward_next_state_and_observation_agree_with_the_simulator(env
 
 def test_rollouts_with_swaps_keep_every_scene_feasible():
     py_env = sim.IndoorSceneEnv("test", max_episode_steps=25, swap_prob=0.5)
-    env = jax_env.from_python_env(py_env, bank_size=32)
+    env = jax_sim.from_python_env(py_env, bank_size=32)
 
     def body(carry, key):
         state, ok = carry

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import sim
+from rls3_jax.envs import jax_sim
 from rls3_jax.sac import agent as sac
 from rls3_jax.sac import buffer as replay
-from rls3_jax.sac import jax_env, pretrain, random_agent
+from rls3_jax.sac import pretrain, random_agent
 from rls3_jax.sac.config import SACConfig
 
 TINY = SACConfig(hidden_sizes=(32, 32), batch_size=32, buffer_size=400, learning_starts=50)
@@ -16,14 +17,14 @@ TINY = SACConfig(hidden_sizes=(32, 32), batch_size=32, buffer_size=400, learning
 
 @pytest.fixture(scope="module")
 def env():
-    return jax_env.from_python_env(sim.IndoorSceneEnv("train", max_episode_steps=50), bank_size=64)
+    return jax_sim.from_python_env(sim.IndoorSceneEnv("train", max_episode_steps=50), bank_size=64)
 
 
 def test_checkpoint_round_trip_resumes_identically(tmp_path, env):
     state = sac.init(TINY, 32, 3, seed=0)
     buffer = replay.init(TINY.buffer_size, 32, 3)
-    state, carry = pretrain.rollout_start(env, sac, state, seed=0)
-    state, buffer, carry, _, _ = pretrain.rollout(env, sac, state, buffer, carry, 100)
+    state, carry = pretrain.rollout_start(env, sac.SAC, state, seed=0)
+    state, buffer, carry, _, _ = pretrain.rollout(env, sac.SAC, state, buffer, carry, 100)
     pretrain.save(tmp_path / "agent", state, buffer, {"note": "test"})
     loaded_state, loaded_buffer, meta = pretrain.load(tmp_path / "agent")
     assert meta["note"] == "test" and meta["buffer_size"] == 100
@@ -55,7 +56,7 @@ def test_jitted_pretraining_is_reproducible(env):
     def run(seed):
         state = sac.init(TINY, 32, 3, seed)
         buffer = replay.init(TINY.buffer_size, 32, 3)
-        return pretrain.run_jitted(env, sac, state, buffer, 200, seed=seed, chunk=100)  # shares one compile
+        return pretrain.run_jitted(env, sac.SAC, state, buffer, 200, seed=seed, chunk=100)  # shares one compile
 
     a, b, c = run(0), run(0), run(1)
     chex.assert_trees_all_equal(a[0], b[0])
@@ -69,12 +70,12 @@ def test_pretraining_on_the_simulator_makes_valid_moves_far_more_often_than_the_
     are reset often) against the uniform random agent, same environment, seeds and steps."""
     config = SACConfig(hidden_sizes=(64, 64), batch_size=128, buffer_size=3500, learning_starts=500,
                        learning_rate=1e-3, gamma=0.9, initial_entropy_coef=0.1)
-    env = jax_env.from_python_env(sim.IndoorSceneEnv("train", max_episode_steps=50), bank_size=256)
+    env = jax_sim.from_python_env(sim.IndoorSceneEnv("train", max_episode_steps=50), bank_size=256)
     fractions = {}
-    for name, module in (("sac", sac), ("random", random_agent)):
-        state = module.init(config, 32, 3, seed=0)
+    for name, agent in (("sac", sac.SAC), ("random", random_agent.RANDOM)):
+        state = agent.init(config, 32, 3, seed=0)
         buffer = replay.init(config.buffer_size, 32, 3)
-        state, _, valid = pretrain.run_jitted(env, module, state, buffer, 3500, seed=0, chunk=3500)
+        state, _, valid = pretrain.run_jitted(env, agent, state, buffer, 3500, seed=0, chunk=3500)
         fractions[name] = float(valid[2000:].mean())
     assert 0.08 < fractions["random"] < 0.25, fractions
     assert fractions["sac"] > fractions["random"] + 0.1, fractions
@@ -83,13 +84,13 @@ def test_pretraining_on_the_simulator_makes_valid_moves_far_more_often_than_the_
 def test_loop_pretraining_runs_episodes_through_every_training_scene():
     """The loop pretrains in episodes of T0 valid moves: without truncation the agent's whole pretraining
     would be spent in the one scene (and object set) it was first reset to."""
-    from rls3_jax.loop.agent_start import pretraining_episodes
     from rls3_jax.config import RunConfig, preset
+    from rls3_jax.loop.agent_start import pretraining_episodes
 
     config = RunConfig(preset="smoke", **preset("smoke", "paligemma"))
     episodes = pretraining_episodes(config)
     assert episodes == {"valid_per_episode": config.t0, "max_episode_steps": 50 * config.t0}
-    env = jax_env.from_python_env(sim.IndoorSceneEnv("train", **episodes), bank_size=256, seed=0)
+    env = jax_sim.from_python_env(sim.IndoorSceneEnv("train", **episodes), bank_size=256, seed=0)
     key = jax.random.PRNGKey(0)
     state, _ = env.reset(key)
     scenes, valid_in_episode, rng = {int(state.scene)}, 0, np.random.default_rng(0)

@@ -123,6 +123,27 @@ def test_array_observation_matches_env():
             obs, _ = env.reset()
 
 
+def test_one_observation_builder_gives_the_same_vector_under_numpy_and_jax_numpy():
+    """The simulator and its JAX port (rls3_jax.envs.jax_sim) both build the observation with
+    sim.geometry.observation: numpy and jax.numpy agree on every scene and every selected slot."""
+    jax = pytest.importorskip("jax")
+    observe = jax.jit(lambda g, k: geometry.observation(g, k, xp=jax.numpy))
+    for split in ("train", "test"):
+        env = sim.IndoorSceneEnv(split=split)
+        for slot in range(len(env.scenes)):
+            obs, _ = env.reset(seed=slot, options={"scene": slot})
+            geo = env.geometry_state()
+            np.testing.assert_array_equal(obs, geometry.observation(geo, env.selected))
+            per_slot = []
+            for k in range(geometry.N_ACTIVE):
+                with_numpy = geometry.observation(geo, k)
+                with_jax = np.asarray(observe(geo, k))
+                assert with_numpy.dtype == with_jax.dtype == np.float32 and with_jax.shape == (32,)
+                np.testing.assert_allclose(with_jax, with_numpy, rtol=1e-6, atol=1e-6)
+                per_slot.append(with_numpy)
+            assert len({row[0] for row in per_slot}) == geometry.N_ACTIVE  # the slot is in the vector
+
+
 def test_step_matches_geometry_and_invalid_changes_nothing():
     env = sim.IndoorSceneEnv(swap_prob=0.0)
     env.reset(seed=11)

@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("mlagents_envs")
 
+from rls3_jax.config import RunConfig  # noqa: E402
 from rls3_jax.envs import make_env  # noqa: E402
 from rls3_jax.envs.unity import UnityEnv, UnityEnvError, UnityIndoorSceneEnv  # noqa: E402
 from sim import IndoorSceneEnv  # noqa: E402
@@ -113,9 +114,8 @@ def test_unity_matches_the_simulator_through_the_real_client(players):
 def test_raw_images_and_max_episode_steps(players):
     port = free_port()
     players(port, "--raw-images")
-    env = make_env(
-        "unity", split="test", image_size=(24, 40), max_episode_steps=5, unity_port=port, unity_timeout=20
-    )
+    config = RunConfig(env="unity", unity_port=port, unity_timeout_s=20)
+    env = make_env(config, "test", (24, 40), max_episode_steps=5)
     ref = IndoorSceneEnv(split="test", image_size=(24, 40), render_mode="rgb_array", max_episode_steps=5)
     try:
         env.reset(seed=5)
@@ -261,9 +261,8 @@ def fake_build(folder: Path, body: str) -> Path:
 
 def test_launch_mode_starts_the_build_and_closes_it(tmp_path):
     build = fake_build(tmp_path / "Build", f'exec {sys.executable} -m rls3_jax.envs.fake_unity_player "$@"')
-    env = make_env(
-        "unity", image_size=SIZE, unity_build=str(build.parent), unity_port=free_port(), unity_timeout=20
-    )
+    config = RunConfig(env="unity", unity_build=str(build.parent), unity_port=free_port(), unity_timeout_s=20)
+    env = make_env(config, "train", SIZE)
     try:
         env.reset(seed=3)
         ref = IndoorSceneEnv(image_size=SIZE, render_mode="rgb_array")
@@ -288,6 +287,6 @@ def test_build_that_dies_at_start_is_reported(tmp_path):
 
 def test_make_env_rejects_unknown_kinds_and_stray_unity_options():
     with pytest.raises(ValueError, match="unknown environment 'gazebo'"):
-        make_env("gazebo")
+        make_env(RunConfig(env="gazebo"))
     with pytest.raises(ValueError, match="--env unity"):
-        make_env("sim", unity_port=5004)
+        make_env(RunConfig(env="sim", unity_port=5004))

@@ -47,9 +47,9 @@ def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_si
     if config.env == "sim":
         # The simulator's feasibility rules in pure JAX: rollout and updates in one lax.scan.
         import sim
-        from rls3_jax.sac import jax_env
+        from rls3_jax.envs import jax_sim
 
-        env = jax_env.from_python_env(sim.IndoorSceneEnv(split="train", **pretraining_episodes(config)),
+        env = jax_sim.from_python_env(sim.IndoorSceneEnv(split="train", **pretraining_episodes(config)),
                                       seed=config.seed)
         state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
     else:

@@ -72,17 +72,15 @@ def build_env(config: RunConfig, image_size: int):
         return make_env(config, "train", image_size)
     if config.env != "sim":
         raise RunError(f"--num-envs {config.num_envs}: parallel environments run the simulator (--env sim) only")
-    from rls3_jax import parallel_envs
+    from rls3_jax.envs import vector
 
-    return parallel_envs.make_vector_env(lambda: make_env(config, "train", image_size), config.num_envs)
+    return vector.make_vector_env(lambda: make_env(config, "train", image_size), config.num_envs)
 
 
 def agent_functions(config: RunConfig):
-    if config.agent == "sac":
-        from rls3_jax.sac import agent
-    else:
-        from rls3_jax.sac import random_agent as agent
-    return agent
+    from rls3_jax.sac import agents
+
+    return agents.get(config.agent)
 
 
 def build(config: RunConfig, learner: Learner | None = None) -> Components:

@@ -17,6 +17,8 @@ from rls3_jax import datasets, distributed
 from rls3_jax.config import RunConfig
 from rls3_jax.loop.components import Components, RunError
 
+SHOWN = 4  # generated samples per iteration shown in TensorBoard with the VLM's answers
+
 
 @dataclasses.dataclass
 class Generated:
@@ -29,6 +31,7 @@ class Generated:
     steps: int = 0  # moves, invalid ones included
     valid: int = 0  # valid moves: generated samples
     rewards: list[float] = dataclasses.field(default_factory=list)  # each episode's J2
+    shown: list[tuple] = dataclasses.field(default_factory=list)  # a few (image, caption, VLM answer) to look at
 
 
 def run_episode(env, agent, state, buffer, config: RunConfig, seed: int, timers: dict):
@@ -73,10 +76,10 @@ def _act_episode(config: RunConfig, parts: Components, out: Generated, iteration
     if config.agent == "random":  # actions from the episode's seed: the same for any process count
         out.agent = out.agent.replace(rng=jax.random.PRNGKey(seed))
     if config.num_envs > 1:
-        from rls3_jax import parallel_envs
+        from rls3_jax.envs import vector
 
-        result = parallel_envs.run_episode(parts.env, parts.agent, out.agent, out.buffer, config.t0,
-                                           config.episode_step_limit, seed, timers)
+        result = vector.run_episode(parts.env, parts.agent, out.agent, out.buffer, config.t0,
+                                    config.episode_step_limit, seed, timers)
     else:
         result = run_episode(parts.env, parts.agent, out.agent, out.buffer, config, seed, timers)
     out.agent, out.buffer, images, metadatas, valid_indices, last_index, steps = result
@@ -115,6 +118,9 @@ def _score_episode(config, parts, vlm_state, out: Generated, gathered, iteration
     result = parts.learner.evaluate(vlm_state, images, samples)
     timers["vlm_inference_s"] += time.perf_counter() - started
     out.rewards.append(float(result["reward"]))
+    answers = result.get("answers")
+    out.shown.extend((images[i], samples[i]["caption"], None if answers is None else answers[i])
+                     for i in range(min(len(samples), SHOWN - len(out.shown))))
     started = time.perf_counter()
     if indices is not None:
         _reward_agent(config, out, result, indices)

@@ -2,14 +2,16 @@
 
 The whole agent is one pytree, `SACState` (parameters, target parameters, optimiser states, log entropy
 coefficient, RNG key, step counters); every function takes it and returns a new one, nothing holds hidden
-state. Everything that runs per step is jitted once (shapes are fixed; counters are device arrays).
+state. Every function that runs per step is defined once and jitted there (shapes are fixed; counters are
+device arrays); one calling another inside a trace (`step`, a `lax.scan`) is compiled into the caller.
+`SAC` bundles them as an `rls3_jax.sac.bundle.Agent` (`RANDOM` in `rls3_jax.sac.random_agent` is the random
+baseline with the same signatures; `rls3_jax.sac.agents.get(name)` picks one):
 
-Driver API (the same functions exist in `rls3_jax.sac.random_agent`):
-
+    agent  = agents.get("sac")                                         # == SAC
     state  = agent.init(config, obs_dim, act_dim, seed)               # SACState
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)        # ReplayBuffer (rls3_jax.sac.buffer)
     action, state = agent.act(state, obs)                              # uniform random before learning_starts
-    buffer = replay.add(buffer, replay.make_transition(obs, action, reward, next_obs, terminated))
+    buffer, index = replay.add(buffer, replay.make_transition(obs, action, reward, next_obs, terminated))
     state, metrics = agent.train_step(state, buffer)                   # counts the env step; updates once started
     # or all three fused into one dispatch per environment step (state and buffer are donated):
     action, state, buffer, index, metrics = agent.step(state, buffer, transition, obs_to_act_on)
@@ -34,6 +36,7 @@ import optax
 from flax import struct
 
 from rls3_jax.sac import buffer as replay
+from rls3_jax.sac.bundle import Agent
 from rls3_jax.sac.config import SACConfig
 from rls3_jax.sac.networks import Actor, DoubleCritic, sample_squashed
 
@@ -106,7 +109,8 @@ def _init(config: SACConfig, obs_dim: int, act_dim: int, key: jax.Array) -> SACS
     )
 
 
-def act_unjitted(state: SACState, obs: jax.Array, deterministic: bool = False) -> tuple[jax.Array, SACState]:
+@functools.partial(jax.jit, static_argnames="deterministic")
+def act(state: SACState, obs: jax.Array, deterministic: bool = False) -> tuple[jax.Array, SACState]:
     """Action for `obs` (shape (obs_dim,) or (n, obs_dim)) and the state with its RNG advanced.
 
     Stochastic actions are uniform in [-1, 1] while fewer than learning_starts env steps were counted
@@ -124,10 +128,9 @@ def act_unjitted(state: SACState, obs: jax.Array, deterministic: bool = False) -
     return action, state.replace(rng=rng)
 
 
-act = jax.jit(act_unjitted, static_argnames="deterministic")
 
-
-def update_unjitted(state: SACState, batch: replay.Transition) -> tuple[SACState, dict[str, jax.Array]]:
+@jax.jit
+def update(state: SACState, batch: replay.Transition) -> tuple[SACState, dict[str, jax.Array]]:
     """One SAC gradient step on `batch` (a Transition with a leading batch axis)."""
     cfg = state.config
     batch_size = batch.reward.shape[0]
@@ -197,10 +200,9 @@ def update_unjitted(state: SACState, batch: replay.Transition) -> tuple[SACState
     return new_state, metrics
 
 
-update = jax.jit(update_unjitted)
 
-
-def train_step_unjitted(state: SACState, buffer: replay.ReplayBuffer) -> tuple[SACState, dict[str, jax.Array]]:
+@jax.jit
+def train_step(state: SACState, buffer: replay.ReplayBuffer) -> tuple[SACState, dict[str, jax.Array]]:
     """Count one environment step; once more than learning_starts were counted, take gradient_steps updates
     on batches sampled from `buffer` (sampling and updating fused in one dispatch)."""
     cfg = state.config
@@ -208,8 +210,8 @@ def train_step_unjitted(state: SACState, buffer: replay.ReplayBuffer) -> tuple[S
 
     def one_update(state, _):
         rng, key = jax.random.split(state.rng)
-        batch = replay.sample_unjitted(buffer, key, cfg.batch_size)
-        return update_unjitted(state.replace(rng=rng), batch)
+        batch = replay.sample(buffer, key, cfg.batch_size)
+        return update(state.replace(rng=rng), batch)
 
     def train(state):
         state, metrics = jax.lax.scan(one_update, state, None, length=cfg.gradient_steps)
@@ -223,19 +225,18 @@ def train_step_unjitted(state: SACState, buffer: replay.ReplayBuffer) -> tuple[S
     return state, {**metrics, "trained": state.env_steps > cfg.learning_starts}
 
 
-train_step = jax.jit(train_step_unjitted)
 
-
-def step_unjitted(state, buffer, transition, obs_to_act_on):
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def step(state, buffer, transition, obs_to_act_on):
     """Store `transition`, train (train_step), and choose the next action for `obs_to_act_on`.
 
     Returns (action, state, buffer, index, metrics); `index` is the buffer slot holding `transition`, to be
     kept for the delayed reward of the episode's last transition.
     """
-    buffer, index = replay.add_unjitted(buffer, transition)
-    state, metrics = train_step_unjitted(state, buffer)
-    action, state = act_unjitted(state, obs_to_act_on)
+    buffer, index = replay.add(buffer, transition)
+    state, metrics = train_step(state, buffer)
+    action, state = act(state, obs_to_act_on)
     return action, state, buffer, index, metrics
 
 
-step = jax.jit(step_unjitted, donate_argnums=(0, 1))
+SAC = Agent(name="sac", init=init, act=act, update=update, train_step=train_step, step=step)

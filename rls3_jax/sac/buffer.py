@@ -4,11 +4,14 @@ The buffer never leaves the device: `add` writes one transition in place (the bu
 XLA updates the arrays without copying them), `sample` draws a batch of indices uniformly from the filled part.
 The RLS3 loop adds the episode's VLM reward beta * J2 to the episode's last transition with
 `add_to_last_reward(buffer, index, amount)`, where `index` is the slot `add` wrote that transition to
-(`buffer.ptr` before the add, returned by the agents' fused `step`).
+(returned by `add` and by the agents' fused `step`).
+Each function is jitted once where it is defined; called from other jitted code (an agent's `step`, a
+`lax.scan`) it is traced into that computation.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import chex
@@ -63,8 +66,10 @@ def make_transition(obs, action, reward, next_obs, done) -> Transition:
     )
 
 
-def add_unjitted(buffer: ReplayBuffer, transition: Transition) -> tuple[ReplayBuffer, jax.Array]:
-    """Write one transition at `ptr`; returns (buffer, the slot written). For use inside other jitted code."""
+@functools.partial(jax.jit, donate_argnums=0)
+def add(buffer: ReplayBuffer, transition: Transition) -> tuple[ReplayBuffer, jax.Array]:
+    """Write one transition at `ptr`: (buffer, the slot written). The passed buffer is consumed (use the
+    returned one); called inside other jitted code it is inlined and the donation does not apply."""
     chex.assert_equal_shape_suffix([buffer.data.obs, transition.obs[None]], 1)
     chex.assert_equal_shape_suffix([buffer.data.action, transition.action[None]], 1)
     chex.assert_shape([transition.reward, transition.done], ())
@@ -79,35 +84,18 @@ def add_unjitted(buffer: ReplayBuffer, transition: Transition) -> tuple[ReplayBu
     return buffer, index
 
 
-def sample_unjitted(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
+@functools.partial(jax.jit, static_argnums=2)
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
     """A batch drawn uniformly with replacement from the filled slots (as SB3 does)."""
     indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
     return jax.tree_util.tree_map(lambda store: jnp.take(store, indices, axis=0), buffer.data)
 
 
-@jax.jit
-def _add(buffer, transition):
-    return add_unjitted(buffer, transition)
-
-
-_add_donated = jax.jit(add_unjitted, donate_argnums=0)
-
-
-def add(buffer: ReplayBuffer, transition: Transition, donate: bool = True) -> ReplayBuffer:
-    """Jitted add; with `donate` the passed buffer is consumed (use the returned one)."""
-    return (_add_donated if donate else _add)(buffer, transition)[0]
-
-
-sample = jax.jit(sample_unjitted, static_argnums=2)
-
-
-def _add_to_last_reward(buffer: ReplayBuffer, index, amount) -> ReplayBuffer:
+@functools.partial(jax.jit, donate_argnums=0)
+def _add_reward_at(buffer: ReplayBuffer, index, amount) -> ReplayBuffer:
     index = jnp.asarray(index, jnp.int32)
     reward = buffer.data.reward.at[index].add(jnp.asarray(amount, jnp.float32))
     return buffer.replace(data=buffer.data._replace(reward=reward))
-
-
-_add_to_last_reward_jit = jax.jit(_add_to_last_reward, donate_argnums=0)
 
 
 def add_to_last_reward(buffer: ReplayBuffer, index, amount) -> ReplayBuffer:
@@ -117,4 +105,4 @@ def add_to_last_reward(buffer: ReplayBuffer, index, amount) -> ReplayBuffer:
     """
     if isinstance(index, int) and not 0 <= index < buffer.capacity:
         raise IndexError(f"replay buffer slot {index} is outside 0..{buffer.capacity - 1}")
-    return _add_to_last_reward_jit(buffer, index, amount)
+    return _add_reward_at(buffer, index, amount)

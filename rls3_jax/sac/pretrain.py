@@ -3,11 +3,12 @@
 Before the RLS3 loop the agent learns from the feasibility reward alone (+1 valid move, -1 invalid), 100k
 steps in the paper. Two drivers, same agent functions:
 
-- `run_python(env, agent_module, state, buffer, steps, seed)`: steps a Gymnasium environment (the Python
-  simulator) with one fused jitted dispatch per environment step (`agent_module.step`).
-- `run_jitted(jax_env, agent_module, state, buffer, steps, seed)`: environment, buffer and update all inside
+- `run_python(env, agent, state, buffer, steps, seed)`: steps a Gymnasium environment (the Python
+  simulator) with one fused jitted dispatch per environment step (`agent.step`, an
+  `rls3_jax.sac.bundle.Agent` such as `rls3_jax.sac.agents.get("sac")`).
+- `run_jitted(jax_env, agent, state, buffer, steps, seed)`: environment, buffer and update all inside
   one `lax.scan` (PureJaxRL style), for an environment written as pure JAX functions
-  (`rls3_jax.sac.jax_env`). This is the fast path.
+  (`rls3_jax.envs.jax_sim`). This is the fast path.
 
 `save(path, state, buffer)` / `load(path)` checkpoint agent state and replay buffer (safetensors + JSON via
 `rls3_jax.checkpoint`), so the loop starts from a pretrained agent.
@@ -23,7 +24,6 @@ import functools
 import json
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -35,9 +35,9 @@ from rls3_jax import checkpoint
 from rls3_jax.sac import agent as sac
 from rls3_jax.sac import buffer as replay
 from rls3_jax.sac import random_agent
+from rls3_jax.sac.agents import AGENTS  # the bundles by name: what `load` rebuilds a checkpoint's agent with
+from rls3_jax.sac.bundle import Agent
 from rls3_jax.sac.config import SACConfig
-
-AGENTS = {"sac": sac, "random": random_agent}
 
 
 def _check_unit_box(space) -> None:
@@ -52,7 +52,7 @@ def _check_finite(metrics: dict, where: str) -> None:
             raise FloatingPointError(f"SAC metric {name} is not finite ({value}) {where}")
 
 
-def run_python(env, agent_module: ModuleType, state, buffer, steps: int, seed: int = 0):
+def run_python(env, agent: Agent, state, buffer, steps: int, seed: int = 0):
     """Run `steps` environment steps of `env` (Gymnasium API, info["valid"]) with learning as configured.
 
     Returns (state, buffer, valid) with `valid` a bool numpy array, one entry per step.
@@ -61,7 +61,7 @@ def run_python(env, agent_module: ModuleType, state, buffer, steps: int, seed: i
     valid = np.zeros(steps, bool)
     obs, _ = env.reset(seed=seed)
     obs = np.asarray(obs, np.float32)
-    action, state = agent_module.act(state, obs)
+    action, state = agent.act(state, obs)
     metrics = {}
     for t in range(steps):
         action_host = np.asarray(action)
@@ -72,13 +72,13 @@ def run_python(env, agent_module: ModuleType, state, buffer, steps: int, seed: i
         obs = next_obs
         if terminated or truncated:
             obs = np.asarray(env.reset()[0], np.float32)
-        action, state, buffer, _, metrics = agent_module.step(state, buffer, transition, obs)
+        action, state, buffer, _, metrics = agent.step(state, buffer, transition, obs)
     _check_finite(metrics, f"after {steps} steps of pretraining")
     return state, buffer, valid
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2), donate_argnums=(3, 4))
-def _scan_steps(jax_env, agent_module, steps, state, buffer, env_state, obs, action, key):
+def _scan_steps(jax_env, agent, steps, state, buffer, env_state, obs, action, key):
     def body(carry, _):
         state, buffer, env_state, obs, action, key = carry
         key, k_step, k_reset = jax.random.split(key, 3)
@@ -88,22 +88,22 @@ def _scan_steps(jax_env, agent_module, steps, state, buffer, env_state, obs, act
         reset_state, reset_obs = jax_env.reset(k_reset)
         env_state = jax.tree_util.tree_map(lambda r, s: jnp.where(done, r, s), reset_state, env_state)
         obs = jnp.where(done, reset_obs, next_obs)
-        action, state, buffer, _, metrics = agent_module.step_unjitted(state, buffer, transition, obs)
+        action, state, buffer, _, metrics = agent.step(state, buffer, transition, obs)
         return (state, buffer, env_state, obs, action, key), (valid, metrics.get("critic_loss", jnp.zeros(())))
 
     carry, (valid, critic_loss) = jax.lax.scan(body, (state, buffer, env_state, obs, action, key), None, steps)
     return carry, valid, critic_loss
 
 
-def rollout_start(jax_env, agent_module: ModuleType, state, seed: int = 0):
+def rollout_start(jax_env, agent: Agent, state, seed: int = 0):
     """Reset `jax_env` and choose the first action: (state, carry) for `rollout`."""
     key, k_reset = jax.random.split(jax.random.PRNGKey(seed))
     env_state, obs = jax_env.reset(k_reset)
-    action, state = agent_module.act(state, obs)
+    action, state = agent.act(state, obs)
     return state, (env_state, obs, action, key)
 
 
-def rollout(jax_env, agent_module: ModuleType, state, buffer, carry, steps: int):
+def rollout(jax_env, agent: Agent, state, buffer, carry, steps: int):
     """`steps` environment steps with learning, all in one compiled lax.scan (state and buffer are donated).
 
     `jax_env` is a static argument (hashed by identity: reuse one object, and one `steps`, to reuse the
@@ -114,18 +114,18 @@ def rollout(jax_env, agent_module: ModuleType, state, buffer, carry, steps: int)
     env_state, obs, action, key = carry
     key, k_run = jax.random.split(key)
     (state, buffer, env_state, obs, action, _), valid, critic_loss = _scan_steps(
-        jax_env, agent_module, steps, state, buffer, env_state, obs, action, k_run)
+        jax_env, agent, steps, state, buffer, env_state, obs, action, k_run)
     return state, buffer, (env_state, obs, action, key), valid, critic_loss
 
 
-def run_jitted(jax_env, agent_module: ModuleType, state, buffer, steps: int, seed: int = 0, chunk: int = 10_000):
-    """Like `run_python` on a pure-JAX environment (`rls3_jax.sac.jax_env`), `chunk` steps per compiled scan."""
-    state, carry = rollout_start(jax_env, agent_module, state, seed)
+def run_jitted(jax_env, agent: Agent, state, buffer, steps: int, seed: int = 0, chunk: int = 10_000):
+    """Like `run_python` on a pure-JAX environment (`rls3_jax.envs.jax_sim`), `chunk` steps per compiled scan."""
+    state, carry = rollout_start(jax_env, agent, state, seed)
     valid_parts = []
     done = 0
     while done < steps:
         n = min(chunk, steps - done)
-        state, buffer, carry, valid, critic_loss = rollout(jax_env, agent_module, state, buffer, carry, n)
+        state, buffer, carry, valid, critic_loss = rollout(jax_env, agent, state, buffer, carry, n)
         valid_parts.append(valid)
         done += n
         _check_finite({"critic_loss": critic_loss}, f"in pretraining steps {done - n}..{done}")
@@ -210,7 +210,7 @@ def main(argv=None) -> dict:
         parser.error("--steps must be positive")
 
     import sim  # the simulator is only needed here
-    from rls3_jax.sac import jax_env
+    from rls3_jax.envs import jax_sim
 
     config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size,
                        hidden_sizes=tuple(args.hidden))
@@ -221,9 +221,10 @@ def main(argv=None) -> dict:
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)
     start = time.perf_counter()
     if args.driver == "jit":
-        state, buffer, valid = run_jitted(jax_env.from_python_env(py_env), sac, state, buffer, args.steps, args.seed)
+        state, buffer, valid = run_jitted(jax_sim.from_python_env(py_env), sac.SAC, state, buffer, args.steps,
+                                          args.seed)
     else:
-        state, buffer, valid = run_python(py_env, sac, state, buffer, args.steps, args.seed)
+        state, buffer, valid = run_python(py_env, sac.SAC, state, buffer, args.steps, args.seed)
     seconds = time.perf_counter() - start
     last = valid[-min(1000, len(valid)):]
     summary = {"steps": args.steps, "driver": args.driver, "seconds": round(seconds, 1),

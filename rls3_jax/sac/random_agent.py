@@ -1,10 +1,12 @@
 """The paper's baseline: an agent that samples the action space uniformly and learns nothing.
 
-It has the driver API of `rls3_jax.sac.agent` (init, act, train_step, step, update), so the RLS3 loop runs
-either agent unchanged; train_step and update only count.
+`RANDOM` is an `rls3_jax.sac.bundle.Agent` with the signatures of `rls3_jax.sac.agent.SAC` (init, act,
+update, train_step, step), so the RLS3 loop runs either agent unchanged; train_step and update only count.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,7 @@ import numpy as np
 from flax import struct
 
 from rls3_jax.sac import buffer as replay
+from rls3_jax.sac.bundle import Agent
 from rls3_jax.sac.config import SACConfig
 
 
@@ -34,7 +37,8 @@ def init(config: SACConfig, obs_dim: int, act_dim: int, seed: int | jax.Array = 
                        act_dim=int(act_dim))
 
 
-def act_unjitted(state: RandomState, obs: jax.Array, deterministic: bool = False):
+@functools.partial(jax.jit, static_argnames="deterministic")
+def act(state: RandomState, obs: jax.Array, deterministic: bool = False):
     """Uniform action in [-1, 1]^act_dim for each observation (deterministic is accepted and ignored)."""
     if obs.shape[-1] != state.obs_dim:
         raise ValueError(f"random agent got observations of shape {obs.shape}, expected (..., {state.obs_dim})")
@@ -43,28 +47,22 @@ def act_unjitted(state: RandomState, obs: jax.Array, deterministic: bool = False
     return action, state.replace(rng=rng)
 
 
-act = jax.jit(act_unjitted, static_argnames="deterministic")
-
-
-def update_unjitted(state: RandomState, batch: replay.Transition):
+@jax.jit
+def update(state: RandomState, batch: replay.Transition):
     return state, {}
 
 
-update = jax.jit(update_unjitted)
-
-
-def train_step_unjitted(state: RandomState, buffer: replay.ReplayBuffer):
+@jax.jit
+def train_step(state: RandomState, buffer: replay.ReplayBuffer):
     return state.replace(env_steps=state.env_steps + 1), {}
 
 
-train_step = jax.jit(train_step_unjitted)
-
-
-def step_unjitted(state, buffer, transition, obs_to_act_on):
-    buffer, index = replay.add_unjitted(buffer, transition)
-    state, metrics = train_step_unjitted(state, buffer)
-    action, state = act_unjitted(state, obs_to_act_on)
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def step(state, buffer, transition, obs_to_act_on):
+    buffer, index = replay.add(buffer, transition)
+    state, metrics = train_step(state, buffer)
+    action, state = act(state, obs_to_act_on)
     return action, state, buffer, index, metrics
 
 
-step = jax.jit(step_unjitted, donate_argnums=(0, 1))
+RANDOM = Agent(name="random", init=init, act=act, update=update, train_step=train_step, step=step)

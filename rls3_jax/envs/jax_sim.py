@@ -1,9 +1,9 @@
 """The simulator's feasibility dynamics as pure JAX functions, for fully jitted intrinsic pretraining.
 
-`JaxSceneEnv` mirrors `sim.IndoorSceneEnv` without images: the same observation (32 floats), the same move
-rule (`sim.geometry.move` with xp=jax.numpy), the same reward (+1 valid / -1 invalid), the same random choice of
-the object to move next, the same swaps with container objects after valid moves, the same truncation. It is
-stateless: `reset(key)` and `step(env_state, action, key)` are pure functions of an `EnvState` pytree, so a
+`JaxSceneEnv` mirrors `sim.IndoorSceneEnv` without images: the same observation (`sim.geometry.observation`,
+the simulator's own builder, with xp=jax.numpy), the same move rule (`sim.geometry.move`), the same reward
+(+1 valid / -1 invalid), the same random choice of the object to move next, the same swaps with container
+objects after valid moves, the same truncation. It is stateless: `reset(key)` and `step(env_state, action, key)` are pure functions of an `EnvState` pytree, so a
 whole rollout runs inside `lax.scan`.
 
 Initial scenes come from a bank of resets drawn once with the simulator's own placement routine
@@ -24,7 +24,7 @@ import numpy as np
 from flax import struct
 
 from sim import geometry
-from sim.env import N_SCENES_TOTAL, POS_SCALE, Y_MID, IndoorSceneEnv, place_objects
+from sim.env import IndoorSceneEnv, place_objects
 from sim.objects import OBJECT_HALF, OBJECTS
 
 
@@ -46,7 +46,9 @@ class JaxSceneEnv:
     surface_half: jax.Array  # (n_scenes, S_MAX, 2)
     surface_mask: jax.Array  # (n_scenes, S_MAX)
     move_scale: jax.Array  # (n_scenes, 3)
-    scene_obs: jax.Array  # (n_scenes, 7): normalised global scene index and camera position/rotation
+    scene_index: jax.Array  # (n_scenes,): global scene index 0-7
+    camera_position: jax.Array  # (n_scenes, 3)
+    camera_rotation: jax.Array  # (n_scenes, 3): Unity Euler degrees
     object_half: jax.Array  # (9, 3) catalogue half-sizes
     bank: EnvState  # initial scenes, leading axis = bank entries (k, steps, valid_count unused)
     valid_per_episode: int | None = None
@@ -85,20 +87,8 @@ class JaxSceneEnv:
         return new, self.observe(new), reward, jnp.zeros((), bool), truncated, valid
 
     def observe(self, state: EnvState) -> jax.Array:
-        """The 32-float observation of `sim.env.IndoorSceneEnv._obs`."""
-        s = state.surf[state.k]
-        center = self.surface_center[state.scene, s]
-        half = self.surface_half[state.scene, s]
-        cx, top, cz = center[0], center[1], center[2]
-        scene_obs = self.scene_obs[state.scene]
-        head = jnp.stack([
-            (state.k - 1).astype(jnp.float32), scene_obs[0],
-            2.0 * half[0] / POS_SCALE, top / POS_SCALE, 2.0 * half[1] / POS_SCALE,
-            cx / POS_SCALE, top / Y_MID - 1.0, cz / POS_SCALE,
-        ])
-        npos = state.pos / jnp.asarray([POS_SCALE, Y_MID, POS_SCALE]) - jnp.asarray([0.0, 1.0, 0.0])
-        objects = jnp.concatenate([npos, jnp.zeros_like(npos)], axis=1).reshape(-1)  # rotations are zero
-        return jnp.concatenate([head, objects, scene_obs[1:]]).astype(jnp.float32)
+        """The 32-float observation: `sim.geometry.observation`, the builder `sim.IndoorSceneEnv` uses."""
+        return geometry.observation(self._geometry(state), state.k, xp=jnp)
 
     # ---- helpers ----
 
@@ -108,6 +98,9 @@ class JaxSceneEnv:
             "surface_half": self.surface_half[state.scene],
             "surface_mask": self.surface_mask[state.scene],
             "move_scale": self.move_scale[state.scene],
+            "scene_index": self.scene_index[state.scene],
+            "camera_position": self.camera_position[state.scene],
+            "camera_rotation": self.camera_rotation[state.scene],
             "object_pos": state.pos,
             "object_half": state.half,
             "object_surface": state.surf,
@@ -158,15 +151,6 @@ def _uniform_among(key: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.argmax(jnp.where(mask, jax.random.uniform(key, mask.shape), -1.0))
 
 
-def _scene_obs(scene) -> np.ndarray:
-    cam = scene.camera_position
-    return np.array([
-        2.0 * scene.index / (N_SCENES_TOTAL - 1) - 1.0,
-        cam[0] / POS_SCALE, cam[1] / Y_MID - 1.0, cam[2] / POS_SCALE,
-        *(r / 180.0 for r in scene.camera_rotation),
-    ])
-
-
 def from_python_env(env: IndoorSceneEnv, bank_size: int = 2048, seed: int = 0) -> JaxSceneEnv:
     """A `JaxSceneEnv` with the scenes, truncation and swap probability of `env` (its split)."""
     if bank_size <= 0:
@@ -193,7 +177,9 @@ def from_python_env(env: IndoorSceneEnv, bank_size: int = 2048, seed: int = 0) -
         surface_half=jnp.asarray(arrays["surface_half"], jnp.float32),
         surface_mask=jnp.asarray(arrays["surface_mask"]),
         move_scale=jnp.asarray(arrays["move_scale"], jnp.float32),
-        scene_obs=jnp.asarray(np.stack([_scene_obs(s) for s in scenes]), jnp.float32),
+        scene_index=jnp.asarray(arrays["scene_index"], jnp.int32),
+        camera_position=jnp.asarray(arrays["camera_position"], jnp.float32),
+        camera_rotation=jnp.asarray(arrays["camera_rotation"], jnp.float32),
         object_half=jnp.asarray(OBJECT_HALF, jnp.float32),
         bank=bank_state,
         valid_per_episode=env.valid_per_episode,

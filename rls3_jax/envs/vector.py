@@ -6,6 +6,7 @@ samples exist, now counted over the N simulators together, so the VLM sees the s
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 
 from rls3_jax.sac import buffer as replay
+from rls3_jax.sac.bundle import Agent
 
 
 class _OpaqueMetadata(gymnasium.Wrapper):
@@ -32,29 +34,19 @@ def make_vector_env(make_one, num_envs: int) -> gymnasium.vector.SyncVectorEnv:
     return gymnasium.vector.SyncVectorEnv([lambda: _OpaqueMetadata(make_one()) for _ in range(num_envs)])
 
 
-def _step_many(agent):
-    """jitted (state, buffer, transitions [N], observations [N, obs]) -> (actions [N, act], state, buffer,
-    slots [N]): store every transition, one agent update, act on every observation."""
-
-    def step(state, buffer, transitions, obs):
-        def add(buffer, transition):
-            return replay.add_unjitted(buffer, transition)
-
-        buffer, slots = jax.lax.scan(add, buffer, transitions)
-        state, _ = agent.train_step_unjitted(state, buffer)
-        actions, state = agent.act_unjitted(state, obs)
-        return actions, state, buffer, slots
-
-    return jax.jit(step, donate_argnums=(0, 1))
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _step_many(agent, state, buffer, transitions, obs):
+    """(state, buffer, transitions [N], observations [N, obs]) -> (actions [N, act], state, buffer, slots [N]):
+    store every transition, one agent update, act on every observation; compiled once per agent bundle."""
+    buffer, slots = jax.lax.scan(replay.add, buffer, transitions)
+    state, _ = agent.train_step(state, buffer)
+    actions, state = agent.act(state, obs)
+    return actions, state, buffer, slots
 
 
-_STEPPERS: dict = {}
-
-
-def run_episode(vec_env, agent, state, buffer, t0: int, step_limit: int, seed: int, timers: dict):
+def run_episode(vec_env, agent: Agent, state, buffer, t0: int, step_limit: int, seed: int, timers: dict):
     """Step the N simulators until T0 valid samples exist (or `step_limit` vector steps); returns
     (state, buffer, images, metadatas, slots of the valid transitions, slot of the last transition, moves)."""
-    step_many = _STEPPERS.setdefault(agent.__name__, _step_many(agent))
     obs, _ = vec_env.reset(seed=seed)  # simulator i gets seed + i
     actions, state = agent.act(state, np.asarray(obs, np.float32))
     actions = np.asarray(actions)
@@ -70,7 +62,7 @@ def run_episode(vec_env, agent, state, buffer, t0: int, step_limit: int, seed: i
         timers["generation_s"] += time.perf_counter() - started
         started = time.perf_counter()
         transitions = replay.make_transition(obs, actions, reward, next_obs, terminated)
-        actions, state, buffer, slots = step_many(state, buffer, transitions, np.asarray(next_obs, np.float32))
+        actions, state, buffer, slots = _step_many(agent, state, buffer, transitions, np.asarray(next_obs, np.float32))
         actions, slots = np.asarray(actions), np.asarray(slots)
         timers["agent_update_s"] += time.perf_counter() - started
         steps += len(valid)
