@@ -69,3 +69,21 @@ def test_one_log_line_per_iteration_in_run_log_and_on_stderr(tmp_path, caplog):
     loop.run(smoke_config(iterations=3), tmp_path / "r", resume=True, learner=ScalarLearner())
     assert len((tmp_path / "r" / "run.log").read_text().splitlines()) == 4
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["iteration"] == 3
+
+
+def test_tensorboard_holds_the_settings_and_each_iterations_samples_with_the_vlms_answers(tmp_path):
+    from rls3_jax.vlm.weakspot import WeakSpotLearner
+    from tests.test_tensorboard import _accumulator, _text
+
+    learner = WeakSpotLearner(("above",), 0, 2)
+    loop.run(smoke_config(iterations=2).replace(vlm="weakspot"), tmp_path / "r", learner=learner)
+    acc = _accumulator(tmp_path / "r" / "tensorboard")
+    (settings,) = _text(acc, "settings")
+    assert "| seed | 0 |" in settings[1] and "| vlm | weakspot |" in settings[1]
+    assert sorted(acc.Tags()["images"]) == [f"samples/image_{i}" for i in range(4)]
+    assert [e.step for e in acc.Images("samples/image_0")] == [1, 2]
+    tables = _text(acc, "samples/captions")
+    assert [step for step, _ in tables] == [1, 2]
+    rows = [row for row in tables[0][1].splitlines()[2:]]
+    assert len(rows) == 4 and all(row.rstrip(" |").endswith(("wrong", "right")) for row in rows)
+    assert all(" is " in row for row in rows)  # the caption's sentence

@@ -66,7 +66,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                                       sets.test_samples, blind, state.progress.stopped, timers)
             state = LoopState(vlm, made.agent, made.buffer, [*state.records, record], state.progress)
             loop_state.save(out, state)
-            report.iteration(record)
+            report.iteration(record, made.shown)
     return state.records
 
 

@@ -4,10 +4,12 @@ directory), TensorBoard events, and a progress bar when stderr is a terminal."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -39,10 +41,13 @@ class Reporter:
     """Process 0 writes TensorBoard events and run.log; every process logs and may show a bar."""
 
     def __init__(self, out: Path, config: RunConfig, done: int = 0):
+        """`done`: iterations already run (a resumed run); a new run's settings go to TensorBoard."""
         self.config = config
         self.level = log.level
         self.main = distributed.is_main()
         self.writer = SummaryWriter(out / "tensorboard") if self.main else None
+        if self.writer is not None and done == 0:
+            self.writer.settings(dataclasses.asdict(config))
         self.file_handler = None
         if self.main:
             self.file_handler = logging.FileHandler(out / rundir.LOG_FILE)
@@ -61,7 +66,8 @@ class Reporter:
         episode_text = f" episode {episode}/{self.config.episodes}" if episode is not None else ""
         self.bar.set_description_str(f"iteration {iteration}{episode_text} {phase}", refresh=True)
 
-    def iteration(self, record: dict) -> None:
+    def iteration(self, record: dict, shown: list[tuple] = ()) -> None:
+        """Log the iteration's record; `shown`: a few (image, caption, VLM answer or None) of its samples."""
         log.info(summary_line(self.config, record))
         if record["iteration"] > 0:
             self.bar.update(1)
@@ -70,6 +76,10 @@ class Reporter:
             values.update({f"test_per_term/{k}": v for k, v in record["test_per_term"].items()})
             values.update({f"test_per_complexity/{k}": v for k, v in record["test_per_complexity"].items()})
             self.writer.scalars(record["iteration"], values)
+            if shown:
+                answers = [answer for _, _, answer in shown]
+                self.writer.samples(record["iteration"], np.stack([image for image, _, _ in shown]),
+                                    [caption for _, caption, _ in shown], None if None in answers else answers)
 
     def close(self) -> None:
         self.bar.close()
