@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from rls3_jax.vlm.clip import model as clip  # noqa: E402
-from rls3_jax.vlm.clip.weights import CLIPImagePreprocessor, from_pretrained, save_clip_params  # noqa: E402
+from rls3_jax.vlm.clip.inputs import CLIPImagePreprocessor  # noqa: E402
+from rls3_jax.vlm.clip.weights import from_pretrained, save_clip_params  # noqa: E402
 
 CONFIGS = {
     "narrow": dict(

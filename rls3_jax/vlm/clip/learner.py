@@ -23,9 +23,10 @@ import optax
 from rls3_jax import prompts, sharding
 from rls3_jax.vlm.clip import contrastive
 from rls3_jax.vlm.clip import model as clip_model
+from rls3_jax.vlm.clip.inputs import CLIPImagePreprocessor, load_hf_tokenizer
 from rls3_jax.vlm.clip.model import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 from rls3_jax.vlm.clip.tokenizer import WORDS, ClipWordTokenizer
-from rls3_jax.vlm.clip.weights import hf_name, hf_to_flax, unflatten_paths
+from rls3_jax.vlm.clip.weights import hf_name, hf_to_flax, load_clip_params, unflatten_paths
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BASE_WEIGHTS = ASSETS / "clip_base.safetensors"
@@ -359,8 +360,6 @@ def _embedded_parts(base_weights):
 
 def _checkpoint_parts(weights, text_length: int):
     """A Hugging Face CLIP directory: the same parts, with its tokenizer and image preprocessing."""
-    from rls3_jax.vlm.clip.weights import CLIPImagePreprocessor, load_clip_params, load_hf_tokenizer
-
     config, base_params = load_clip_params(weights)
     tokenizer = _HFTokenizer(load_hf_tokenizer(weights), min(text_length, config.text.max_position_embeddings))
     processor = CLIPImagePreprocessor.from_pretrained(weights)
