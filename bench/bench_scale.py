@@ -81,7 +81,7 @@ def bench_embedded(mesh, repeats: int) -> dict:
 
     from rls3_jax import datasets, sharding
     from rls3_jax.vlm.clip.learner import ClipLearner
-    from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
+    from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 
     out = {}
     n = max(16, sharding.batch_multiple(mesh))
@@ -109,7 +109,8 @@ def bench_3b(mesh, args) -> dict:
     from flax.traverse_util import flatten_dict
 
     from rls3_jax import sharding
-    from rls3_jax.vlm import paligemma, paligemma_train
+    from rls3_jax.vlm.paligemma import model as paligemma
+    from rls3_jax.vlm.paligemma import train as paligemma_train
 
     spec = PALIGEMMA_3B
     vocab = spec["text"]["vocab_size"]

@@ -80,14 +80,17 @@ def run_config(name, spec, device, torch_dtype, jax_dtype, repeats):
     import jax.numpy as jnp
     import torch
 
-    from rls3_jax.vlm import decode, paligemma, paligemma_train
+    from rls3_jax.vlm.paligemma import decode
+    from rls3_jax.vlm.paligemma import model as paligemma
+    from rls3_jax.vlm.paligemma import train as paligemma_train
+    from rls3_jax.vlm.paligemma.weights import from_pretrained
 
     rng = np.random.default_rng(0)
     torch_model = _hf_model(spec, torch_dtype, device)
     with tempfile.TemporaryDirectory() as tmp:
         if device == "cpu":  # load the very same weights
             torch_model.save_pretrained(tmp)
-            model, params = paligemma.from_pretrained(tmp, dtype=jax_dtype)
+            model, params = from_pretrained(tmp, dtype=jax_dtype)
         else:  # 3B: no round trip through disk, our own random init of the same shapes
             cfg = paligemma.PaliGemmaConfig.from_hf_config(torch_model.config.to_dict()).replace(dtype=jax_dtype)
             model, params = paligemma.init_params(cfg, 0)

@@ -20,7 +20,7 @@ import jax
 import sim
 from rls3_jax import blind
 from rls3_jax.prompts import describe_pair
-from rls3_jax.vlm import paligemma_learner
+from rls3_jax.vlm.paligemma import learner as paligemma_learner
 
 
 def samples(split: str, n: int, seed: int, image_size: int):

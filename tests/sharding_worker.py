@@ -13,7 +13,7 @@ import numpy as np
 
 from rls3_jax import datasets, sharded_checkpoint, sharding
 from rls3_jax.vlm.clip.learner import ClipLearner
-from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
+from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 
 START = time.perf_counter()
 MESHES = ("data=8,fsdp=1", "data=4,fsdp=2", "data=2,fsdp=4")

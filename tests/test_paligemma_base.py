@@ -7,10 +7,10 @@ import pytest
 
 import sim
 from rls3_jax.prompts import describe_pair
-from rls3_jax.vlm import detection
-from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
-from rls3_jax.vlm.pretrain_paligemma import NAMING_QUESTION, language_examples
-from rls3_jax.vlm.word_tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma import detection
+from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
+from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, language_examples
+from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 from sim.render import view
 
 
@@ -61,7 +61,7 @@ def base():
 
 
 def test_shipped_base_detects_the_objects_of_the_training_rooms(base):
-    from rls3_jax.vlm.pretrain_paligemma import detection_scores
+    from rls3_jax.vlm.paligemma.pretrain import detection_scores
 
     learner, state = base
     images, metadata = sim.generate_samples("val", 16, 11, image_size=learner.image_size)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from rls3_jax.vlm import decode
-from rls3_jax.vlm.paligemma import PaliGemmaConfig, TextConfig, VisionConfig, init_params
+from rls3_jax.vlm.paligemma import decode
+from rls3_jax.vlm.paligemma.model import PaliGemmaConfig, TextConfig, VisionConfig, init_params
 
 CONFIG = PaliGemmaConfig(
     vision=VisionConfig(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),

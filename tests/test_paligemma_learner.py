@@ -13,8 +13,8 @@ from flax.traverse_util import flatten_dict
 import sim
 from rls3_jax import checkpoint
 from rls3_jax.prompts import describe_pair
-from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
-from rls3_jax.vlm.word_tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
+from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,10 @@ import jax.numpy as jnp  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from rls3_jax.vlm import decode, hf_weights, paligemma, paligemma_weights  # noqa: E402
-from rls3_jax.vlm.paligemma_inputs import HFPrompts, ImageSpec, preprocess_images  # noqa: E402
+from rls3_jax.vlm import hf_weights  # noqa: E402
+from rls3_jax.vlm.paligemma import decode  # noqa: E402
+from rls3_jax.vlm.paligemma import weights as paligemma_weights  # noqa: E402
+from rls3_jax.vlm.paligemma.inputs import HFPrompts, ImageSpec, preprocess_images  # noqa: E402
 
 CONFIGS = {
     # multi-query attention, 32 px images in 8 px patches
@@ -96,7 +98,7 @@ def _images(n: int, size: int, seed: int = 0):
 
 def test_logits_match_transformers(checkpoint):
     name, directory, torch_model, processor = checkpoint
-    model, params = paligemma.from_pretrained(directory)
+    model, params = paligemma_weights.from_pretrained(directory)
     size = CONFIGS[name]["vision"]["image_size"]
     inputs = processor(
         text=["What is the position of the cup?", "Where is the red book?"],
@@ -123,7 +125,7 @@ def test_logits_match_transformers(checkpoint):
 
 def test_greedy_decoding_matches_generate(checkpoint):
     name, directory, torch_model, processor = checkpoint
-    model, params = paligemma.from_pretrained(directory)
+    model, params = paligemma_weights.from_pretrained(directory)
     size = CONFIGS[name]["vision"]["image_size"]
     # Prompts of different lengths: the processor pads them on the left.
     inputs = processor(
@@ -194,7 +196,7 @@ def _rewrite(src, dst, rename, shards: int = 1):
 
 def test_key_layouts_and_shards_load_identically(checkpoint, tmp_path):
     _, directory, _, _ = checkpoint
-    _, reference = paligemma.from_pretrained(directory)
+    _, reference = paligemma_weights.from_pretrained(directory)
     tied = dict(hf_weights.LazyWeights(directory))
     embed_key = next(k for k in tied if k.endswith("embed_tokens.weight"))
     hub_4x = lambda k: paligemma_weights.canonical_key(k).replace("vision_tower.", "vision_tower.vision_model.").replace(
@@ -208,7 +210,7 @@ def test_key_layouts_and_shards_load_identically(checkpoint, tmp_path):
         if label == "transformers_5x":  # with an explicit (tied) output layer and a SigLIP head, both unused
             extra = {"lm_head.weight": np.asarray(tied[embed_key]), "model.vision_tower.head.probe": np.zeros((1, 1, 4), np.float32)}
             save_file(extra, str(dst / "extra.safetensors"))
-        _, params = paligemma.from_pretrained(dst)
+        _, params = paligemma_weights.from_pretrained(dst)
         for a, b in zip(_leaves(reference), _leaves(params)):
             np.testing.assert_array_equal(a, b)
 
@@ -222,29 +224,29 @@ def _leaves(tree):
 def test_loader_errors(checkpoint, tmp_path):
     _, directory, _, _ = checkpoint
     with pytest.raises(FileNotFoundError, match="checkpoint directory .*absent does not exist"):
-        paligemma.from_pretrained(tmp_path / "absent")
+        paligemma_weights.from_pretrained(tmp_path / "absent")
     wrong = tmp_path / "wrong_type"
     shutil.copytree(directory, wrong)
     cfg = json.loads((wrong / "config.json").read_text())
     (wrong / "config.json").write_text(json.dumps(dict(cfg, model_type="llava")))
     with pytest.raises(ValueError, match="model_type is 'llava'"):
-        paligemma.from_pretrained(wrong)
+        paligemma_weights.from_pretrained(wrong)
     mismatch = tmp_path / "mismatch"
     shutil.copytree(directory, mismatch)
     cfg["text_config"]["intermediate_size"] += 8
     (mismatch / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="mlp.*has shape"):
-        paligemma.from_pretrained(mismatch)
+        paligemma_weights.from_pretrained(mismatch)
     empty = tmp_path / "no_weights"
     empty.mkdir()
     shutil.copy(directory / "config.json", empty / "config.json")
     with pytest.raises(FileNotFoundError, match="no safetensors weights"):
-        paligemma.from_pretrained(empty)
+        paligemma_weights.from_pretrained(empty)
 
 
 def test_weights_round_trip_through_transformers_layout(checkpoint):
     _, directory, torch_model, _ = checkpoint
-    _, params = paligemma.from_pretrained(directory)
+    _, params = paligemma_weights.from_pretrained(directory)
     ours = paligemma_weights.params_to_hf(params)
     theirs = {paligemma_weights.canonical_key(k): v.detach().numpy() for k, v in torch_model.state_dict().items()}
     for key, value in ours.items():
@@ -301,7 +303,7 @@ def _to_big_vision_npz(torch_model, path):
 def test_big_vision_npz_gives_the_same_logits(checkpoint, tmp_path):
     name, directory, torch_model, processor = checkpoint
     _to_big_vision_npz(torch_model, tmp_path / "paligemma.npz")
-    model, params = paligemma.from_pretrained(tmp_path / "paligemma.npz")
+    model, params = paligemma_weights.from_pretrained(tmp_path / "paligemma.npz")
     assert model.config.vision.image_size == CONFIGS[name]["vision"]["image_size"]
     inputs = processor(text=["Where is the cup?"], images=_images(1, 40), suffix=["Left."], return_tensors="pt")
     with torch.no_grad():

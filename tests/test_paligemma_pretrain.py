@@ -8,10 +8,10 @@ import numpy as np
 from flax.traverse_util import flatten_dict
 
 import sim
-from rls3_jax.vlm.paligemma import PaliGemmaConfig, TextConfig, VisionConfig, init_params
-from rls3_jax.vlm.paligemma_inputs import ImageSpec, preprocess_images
-from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
-from rls3_jax.vlm.pretrain_paligemma import NAMING_QUESTION, naming_answer, pretrain_vision
+from rls3_jax.vlm.paligemma.inputs import ImageSpec, preprocess_images
+from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
+from rls3_jax.vlm.paligemma.model import PaliGemmaConfig, TextConfig, VisionConfig, init_params
+from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, naming_answer, pretrain_vision
 
 
 def test_naming_answer_uses_catalogue_order():

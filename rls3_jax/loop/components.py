@@ -40,7 +40,7 @@ def make_learner(config: RunConfig) -> Learner:
         return WeakSpotLearner(parse_weak_terms(config.weak_terms), config.weakspot_learns, config.vlm_steps)
     mesh = sharding.make_mesh(config.mesh)
     if config.vlm == "paligemma":
-        from rls3_jax.vlm.paligemma_learner import PaliGemmaLearner
+        from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 
         return PaliGemmaLearner.create(config.weights, seed=config.seed, learning_rate=learning_rate,
                                        train_batch_size=config.vlm_batch_size, mesh=mesh,

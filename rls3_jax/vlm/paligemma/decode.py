@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rls3_jax.vlm.paligemma import PaliGemma
+from rls3_jax.vlm.paligemma.model import PaliGemma
 
 
 def bucket_length(n: int, multiple: int = 16) -> int:

@@ -2,7 +2,7 @@
 
 The image tokens and the text prefix attend to each other fully, the answer (suffix) tokens causally: the
 prefix-LM mask of big_vision, built here from transformers' `token_type_ids` (0 prefix, 1 answer). Parameter
-names follow transformers' module names so that checkpoint conversion is a renaming (see paligemma_weights).
+names follow transformers' module names so that checkpoint conversion is a renaming (see weights.py).
 
 `PaliGemma.__call__` takes the arrays of transformers' `PaliGemmaForConditionalGeneration.forward`; `prefill`
 and `extend` run the decoder on a key/value cache for decoding (see decode.py).
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -413,28 +412,6 @@ class PaliGemma(nn.Module):
         causal = jnp.arange(s)[None, :] <= slots[:, None]  # [T, S]
         mask = key_valid[:, None, :] & causal[None]
         return self.language_model(self.language_model.embed(token_ids), positions, mask, cache, cache_index)
-
-
-# ----------------------------------------------------------------------------------------------- loading
-
-
-def from_pretrained(path, *, dtype: str = "float32"):
-    """(model, params) from a Hugging Face PaliGemma directory (config.json + safetensors) or a big_vision .npz.
-
-    No network and no torch: safetensors are read directly. Raises FileNotFoundError for a missing
-    directory or weights file, ValueError for a wrong model type or a shape mismatch.
-    """
-    from rls3_jax.vlm import hf_weights, paligemma_weights
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        config, params = paligemma_weights.load_big_vision_npz(path)
-    else:
-        path = hf_weights.checkpoint_dir(path)
-        config = PaliGemmaConfig.from_hf_config(hf_weights.read_config(path), str(path / "config.json"))
-        params = paligemma_weights.hf_to_params(hf_weights.LazyWeights(path), config, str(path))
-    config = config.replace(dtype=dtype)
-    return PaliGemma(config), params
 
 
 def init_params(config: PaliGemmaConfig, seed: int = 0):

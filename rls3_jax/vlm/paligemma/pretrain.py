@@ -1,11 +1,11 @@
 """Base weights of the embedded PaliGemma default: it names and detects the objects, never relates them.
 
-    python -m rls3_jax.vlm.pretrain_paligemma --seed 0 --out rls3_jax/assets/paligemma_base.safetensors
+    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --out rls3_jax/assets/paligemma_base.safetensors
 
 trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
 what real PaliGemma knows before RLS3 fine-tunes it: naming the objects in an image ("Which objects are in the
 image?" -> "a blender, a plate and a yellow bowl") and detecting one in PaliGemma's own format ("detect cup" ->
-"<loc0412><loc0233><loc0530><loc0310> cup", rls3_jax.vlm.detection). No caption, question or answer of it holds
+"<loc0412><loc0233><loc0530><loc0310> cup", rls3_jax.vlm.paligemma.detection). No caption, question or answer of it holds
 a spatial word. Two stages:
 
 1. the SigLIP tower and the projector learn where each object is: a throw-away per-token head scores every
@@ -36,10 +36,17 @@ import numpy as np
 import optax
 
 from rls3_jax.prompts import describe_pair
-from rls3_jax.vlm import detection, paligemma_learner
-from rls3_jax.vlm.paligemma import init_params
-from rls3_jax.vlm.paligemma_inputs import WordPrompts, preprocess_images, sequence_length, training_batch
-from rls3_jax.vlm.word_tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma import detection
+from rls3_jax.vlm.paligemma import learner as paligemma_learner
+from rls3_jax.vlm.paligemma.inputs import (
+    ImageSpec,
+    WordPrompts,
+    preprocess_images,
+    sequence_length,
+    training_batch,
+)
+from rls3_jax.vlm.paligemma.model import init_params
+from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
 NAMING_QUESTION = "Which objects are in the image?"
 # sim.augment.jitter_scene's settings for the shipped base, spelled out so that the base stays reproducible.
@@ -230,7 +237,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     images, metadata, _ = augment.generate_augmented_samples(
         n_train, seed, config.vision.image_size, per_variant=per_variant, procedural=procedural, **SCENE_JITTER)
     images = jitter(images, np.random.default_rng(seed))
-    pixels = jnp.asarray(preprocess_images(images, paligemma_learner.ImageSpec(config.vision.image_size)))
+    pixels = jnp.asarray(preprocess_images(images, ImageSpec(config.vision.image_size)))
     grid = config.vision.image_size // config.vision.patch_size
     vision_key, key = jax.random.split(jax.random.key(seed))
     t1 = time.time()

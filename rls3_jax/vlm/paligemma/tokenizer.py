@@ -18,7 +18,7 @@ TEMPLATE_WORDS = (
     "what is the position of relative to ? above below behind in front left right and , . "
     "which objects are image a an detect ;"
 ).split()
-# PaliGemma's location tokens (rls3_jax.vlm.detection) are single words; so is every other word and mark.
+# PaliGemma's location tokens (rls3_jax.vlm.paligemma.detection) are single words; so is every other word and mark.
 _WORD = re.compile(r"<loc\d{4}>|[a-z0-9]+|[?,.;]")
 
 
@@ -37,7 +37,7 @@ class WordTokenizer:
         for name in object_names:
             words += _WORD.findall(name.lower())
         if location_tokens:
-            from rls3_jax.vlm.detection import LOC_TOKENS
+            from rls3_jax.vlm.paligemma.detection import LOC_TOKENS
 
             words += LOC_TOKENS
         return cls(words)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from rls3_jax.vlm.paligemma import PaliGemma
+from rls3_jax.vlm.paligemma.model import PaliGemma
 
 
 def param_labels(params, full_finetune: bool = False):

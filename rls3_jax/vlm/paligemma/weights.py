@@ -2,7 +2,7 @@
 
 Key layouts differ between sources; every variant is first brought to one canonical transformers-4.x-like
 naming without the `model.` wrappers (`vision_tower.embeddings...`, `language_model.layers...`), then renamed
-to the Flax tree of `paligemma.PaliGemma` and checked leaf by leaf against its shapes:
+to the Flax tree of `model.PaliGemma` and checked leaf by leaf against its shapes:
 - hub checkpoints / transformers 4.x: `vision_tower.vision_model.*`, `language_model.model.*`, `language_model.lm_head`
 - transformers 5.x: `vision_tower.*`, optionally all under `model.`, `lm_head.weight`
 - big_vision .npz: `params/img/...`, `params/llm/...` with layers stacked on a leading axis.
@@ -19,7 +19,8 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from rls3_jax.vlm.paligemma import PaliGemmaConfig, TextConfig, VisionConfig, init_params
+from rls3_jax.vlm import hf_weights
+from rls3_jax.vlm.paligemma.model import PaliGemma, PaliGemmaConfig, TextConfig, VisionConfig, init_params
 
 
 def canonical_key(key: str) -> str:
@@ -195,3 +196,20 @@ def _big_vision_to_hf(flat: dict, config: PaliGemmaConfig) -> dict[str, np.ndarr
         out[pre + "input_layernorm.weight"] = flat["llm/layers/pre_attention_norm/scale"][i]
         out[pre + "post_attention_layernorm.weight"] = flat["llm/layers/pre_ffw_norm/scale"][i]
     return out
+
+
+def from_pretrained(path, *, dtype: str = "float32"):
+    """(model, params) from a Hugging Face PaliGemma directory (config.json + safetensors) or a big_vision .npz.
+
+    No network and no torch: safetensors are read directly. Raises FileNotFoundError for a missing
+    directory or weights file, ValueError for a wrong model type or a shape mismatch.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        config, params = load_big_vision_npz(path)
+    else:
+        path = hf_weights.checkpoint_dir(path)
+        config = PaliGemmaConfig.from_hf_config(hf_weights.read_config(path), str(path / "config.json"))
+        params = hf_to_params(hf_weights.LazyWeights(path), config, str(path))
+    config = config.replace(dtype=dtype)
+    return PaliGemma(config), params

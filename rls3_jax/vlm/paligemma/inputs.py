@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rls3_jax.vlm.word_tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ answer, answers scored by the rubric (paper sections 3.2, 4.3, 4.4).
 
 `PaliGemmaLearner.create()` gives the embedded default: a small PaliGemma-architecture model with a closed
 word vocabulary, starting from the base weights shipped in rls3_jax/assets/ (pretrained on naming the objects
-of the training scenes; see pretrain_paligemma.py) or from a random init when they are absent.
+of the training scenes; see pretrain.py) or from a random init when they are absent.
 `create(path)` loads a real Hugging Face PaliGemma checkpoint with its own tokenizer.
 The object holds no mutable state: parameters and optimiser state live in the `state` pytree.
 """
@@ -24,17 +24,9 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from rls3_jax import sharding
 from rls3_jax.scoring import paligemma_reward, rubric_score
-from rls3_jax.vlm import decode as decoding
-from rls3_jax.vlm import paligemma_train
-from rls3_jax.vlm.paligemma import (
-    PaliGemma,
-    PaliGemmaConfig,
-    TextConfig,
-    VisionConfig,
-    from_pretrained,
-    init_params,
-)
-from rls3_jax.vlm.paligemma_inputs import (
+from rls3_jax.vlm.paligemma import decode as decoding
+from rls3_jax.vlm.paligemma import train as paligemma_train
+from rls3_jax.vlm.paligemma.inputs import (
     HFPrompts,
     ImageSpec,
     WordPrompts,
@@ -42,9 +34,11 @@ from rls3_jax.vlm.paligemma_inputs import (
     sequence_length,
     training_batch,
 )
-from rls3_jax.vlm.word_tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma.model import PaliGemma, PaliGemmaConfig, TextConfig, VisionConfig, init_params
+from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
+from rls3_jax.vlm.paligemma.weights import from_pretrained
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
 
