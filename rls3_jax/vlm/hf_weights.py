@@ -1,33 +1,21 @@
 """Reading Hugging Face checkpoint directories without torch: config.json and safetensors, sharded or not.
 
-safetensors files are parsed directly (8-byte little-endian header length, a JSON header, raw little-endian
-tensor bytes) and memory-mapped, so bfloat16 tensors load as `ml_dtypes.bfloat16` numpy arrays and a large
-checkpoint is only read as far as its tensors are used.
+safetensors files are read with `safetensors.safe_open` (numpy framework), one tensor at a time, so a large
+checkpoint is only read as far as its tensors are used; bfloat16 tensors load as `ml_dtypes.bfloat16` numpy
+arrays.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import ml_dtypes
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy: safe_open's numpy arrays need it for BF16)
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
-_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
 SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
 
@@ -47,40 +35,12 @@ def read_config(path: str | os.PathLike) -> dict:
         return json.load(f)
 
 
-def read_safetensors_header(file: str | os.PathLike) -> tuple[dict, int]:
-    """(header without __metadata__, byte offset where tensor data starts)."""
-    with open(file, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{file} is not a safetensors file (shorter than 8 bytes)")
-        (size,) = struct.unpack("<Q", raw)
-        try:
-            header = json.loads(f.read(size))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{file} is not a safetensors file (bad header: {e})") from None
-    header.pop("__metadata__", None)
-    return header, 8 + size
-
-
-def read_safetensors(file: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of one safetensors file as (read-only, memory-mapped) numpy arrays."""
-    header, start = read_safetensors_header(file)
-    if not header:
-        return {}
-    data = np.memmap(file, dtype=np.uint8, mode="r")
-    out = {}
-    for name, info in header.items():
-        if info["dtype"] not in _DTYPES:
-            raise ValueError(f"{file}: tensor {name} has unsupported dtype {info['dtype']}")
-        begin, end = info["data_offsets"]
-        dtype = np.dtype(_DTYPES[info["dtype"]])
-        shape = tuple(info["shape"])
-        if end - begin != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
-            raise ValueError(
-                f"{file}: tensor {name} has {end - begin} bytes for shape {shape} {info['dtype']}"
-            )
-        out[name] = data[start + begin : start + end].view(dtype).reshape(shape)
-    return out
+def _open(file: Path):
+    """safe_open with a clear error for a file that is not safetensors."""
+    try:
+        return safe_open(str(file), framework="numpy")
+    except SafetensorError as e:
+        raise ValueError(f"{file} is not a safetensors file ({e})") from None
 
 
 def safetensors_files(path: str | os.PathLike) -> list[Path]:
@@ -106,24 +66,25 @@ def safetensors_files(path: str | os.PathLike) -> list[Path]:
 
 
 class LazyWeights(Mapping):
-    """name -> numpy array over every safetensors file of a checkpoint; files are mapped on first use."""
+    """name -> numpy array over every safetensors file of a checkpoint; a tensor is read when it is asked for."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = checkpoint_dir(path)
         self._file_of: dict[str, Path] = {}
         for file in safetensors_files(self.path):
-            header, _ = read_safetensors_header(file)
-            for name in header:
-                self._file_of[name] = file
-        self._loaded: dict[Path, dict[str, np.ndarray]] = {}
+            with _open(file) as f:
+                for name in f.keys():
+                    self._file_of[name] = file
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._file_of:
             raise KeyError(f"checkpoint {self.path} has no tensor {name}")
         file = self._file_of[name]
-        if file not in self._loaded:
-            self._loaded[file] = read_safetensors(file)
-        return self._loaded[file][name]
+        try:
+            with _open(file) as f:
+                return f.get_tensor(name)
+        except (SafetensorError, TypeError) as e:  # TypeError: a dtype numpy does not know
+            raise ValueError(f"{file}: tensor {name} cannot be read ({e})") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._file_of)

@@ -61,10 +61,11 @@ def hf_to_params(tensors: dict[str, np.ndarray], config: PaliGemmaConfig, where:
     """Rename and transpose transformers tensors into the Flax parameter tree, checking every shape."""
     template = flatten_dict(jax.eval_shape(lambda: init_params(config)[1]))
     out = {}
-    for key, value in tensors.items():
-        key = canonical_key(key)
+    for name in tensors:  # a skipped tensor (e.g. the tied output layer) is never read
+        key = canonical_key(name)
         if _SKIPPED.match(key):
             continue
+        value = tensors[name]
         path, how = _flax_path(key)
         if path not in template:
             raise ValueError(f"{where}: unexpected tensor {key} (no parameter {'/'.join(path)} in the model)")
