@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rls3_jax import datasets, sharded_checkpoint, sharding
+from rls3_jax import checkpoint, datasets, sharding
 from rls3_jax.vlm.clip.learner import ClipLearner
 from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 
@@ -99,10 +99,12 @@ def main(out: Path) -> None:
 
     # A sharded checkpoint: saved from data=2,fsdp=4, restored onto the same and onto another mesh.
     learner, state = pali_states["data=2,fsdp=4"]
-    sharded_checkpoint.save(out / "ckpt", state)
-    same = sharded_checkpoint.restore(out / "ckpt", state)
+    checkpoint.save(out / "ckpt", state)
+    same, _ = checkpoint.load(out / "ckpt", like=state)
     other_learner, other_state = pali_states["data=4,fsdp=2"]
-    other = sharded_checkpoint.restore(out / "ckpt", state, other_learner.state_sharding)
+    elsewhere = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                             other_learner.state_sharding)
+    other, _ = checkpoint.load(out / "ckpt", like=elsewhere)
     values = flat(state)
     report["checkpoint"] = {
         "same_values": max_diff(flat(same), values) == 0.0,

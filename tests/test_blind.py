@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sim
-from rls3_jax import blind, datasets, loop, prompts, report, scoring
+from rls3_jax import blind, checkpoint, datasets, loop, prompts, report, scoring
 from rls3_jax.tensorboard import read_scalars
 from rls3_jax.vlm.clip import contrastive
 from tests.test_loop_mechanics import ScalarLearner, smoke_config
@@ -137,7 +137,7 @@ def test_every_record_holds_the_blind_metrics_and_resume_of_an_older_run_adds_th
     (events,) = (out / "tensorboard").iterdir()
     logged = {(step, tag): v for step, tag, v in read_scalars(events) if tag in expected}
     assert logged == pytest.approx({(i, k): v for i in (0, 1) for k, v in expected.items()})
-    tree_file = out / "checkpoint" / "tree.json"
+    tree_file = checkpoint.metadata_file(out / "checkpoint")
     payload = json.loads(tree_file.read_text())
     for record in payload["metadata"]["records"]:  # as written before the baseline existed
         del record["val_blind_metric"], record["test_blind_metric"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, scalar_learner):
 
 def test_resume_of_a_checkpoint_with_the_old_sample_counts_is_refused(tmp_path, scalar_learner):
     loop.run(smoke_config(iterations=1), tmp_path / "r", learner=scalar_learner)
-    tree_file = tmp_path / "r" / "checkpoint" / "tree.json"
+    tree_file = checkpoint.metadata_file(tmp_path / "r" / "checkpoint")
     payload = json.loads(tree_file.read_text())
     for record in payload["metadata"]["records"]:  # as written before env_steps existed
         del record["env_steps"]
@@ -164,7 +165,7 @@ def test_vlm_reward_patches_the_buffer(tmp_path, scalar_learner, mode):
     records = loop.run(config, tmp_path / "r", learner=scalar_learner)
     tree, _ = checkpoint.load(tmp_path / "r" / "checkpoint")
     template = replay_template(config, 32, 3)
-    buffer = checkpoint.restore_like(template, tree["buffer"])
+    buffer = checkpoint.restore_like(template, jax.tree.map(lambda x: x[0], tree["agents"]["buffer"]))  # process 0's
     rewards = np.asarray(buffer.data.reward)[: records[-1]["env_steps"]]
     patched = rewards[np.abs(np.abs(rewards) - 1.0) > 1e-6]
     if mode == "batch":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rls3_jax import main
+from rls3_jax import checkpoint, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_smoke_preset(tmp_path, vlm, agent, capsys):
     blind = {(r["val_blind_metric"], r["test_blind_metric"]) for r in records}
     assert len(blind) == 1 and all(floor <= x <= high for x in blind.pop())
     assert set(last["test_per_term"]) <= {"above", "below", "behind", "in front", "left", "right"}
-    assert any((out / "tensorboard").iterdir()) and (out / "checkpoint" / "arrays.safetensors").is_file()
+    assert any((out / "tensorboard").iterdir()) and checkpoint.metadata_file(out / "checkpoint").is_file()
     printed = capsys.readouterr().out
     assert "test" in printed and str(out) in printed
 
@@ -58,7 +58,7 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
 
 def _checkpointed_iterations(out: Path) -> int:
     try:
-        return len(json.loads((out / "checkpoint" / "tree.json").read_text())["metadata"]["records"]) - 1
+        return len(json.loads(checkpoint.metadata_file(out / "checkpoint").read_text())["metadata"]["records"]) - 1
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return -1
 

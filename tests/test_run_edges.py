@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +90,61 @@ def test_tensorboard_holds_the_settings_and_each_iterations_samples_with_the_vlm
     rows = [row for row in tables[0][1].splitlines()[2:]]
     assert len(rows) == 4 and all(row.rstrip(" |").endswith(("wrong", "right")) for row in rows)
     assert all(" is " in row for row in rows)  # the caption's sentence
+
+
+def _attempt(out: Path, argv: list[str]) -> subprocess.Popen:
+    resume = ["--resume"] if (out / "run.json").is_file() else []
+    return subprocess.Popen([sys.executable, "-m", "rls3_jax.main", *argv, "--out", str(out), *resume], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_kill_9_at_several_moments_then_resume_reaches_the_uninterrupted_runs_metrics(tmp_path):
+    import signal
+    import time
+
+    argv = ["--vlm", "weakspot", "--preset", "smoke", "--iterations", "6", "--patience", "10", "--seed", "4",
+            "--weakspot-learns", "6"]
+    reference = _attempt(tmp_path / "full", argv)
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    out, kills = tmp_path / "killed", 0
+    for delay in (1.0, 3.0, 5.0, 7.0, 9.0, None):  # seconds after each start: import, start, mid-iteration, ...
+        attempt = _attempt(out, argv)
+        if delay is None:
+            assert attempt.wait(timeout=300) == 0, attempt.stderr.read()
+            break
+        time.sleep(delay)
+        if attempt.poll() is None:
+            attempt.send_signal(signal.SIGKILL)
+            kills += 1
+        attempt.wait()
+    assert kills >= 3
+
+    def comparable(path):
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
+                for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+    assert [r["iteration"] for r in comparable(tmp_path / "full")] == list(range(7))
+    assert comparable(out) == comparable(tmp_path / "full")
+
+
+def test_an_older_checkpoint_is_refused_with_one_line(tmp_path):
+    out = tmp_path / "r"
+    loop.run(smoke_config(iterations=1), out, learner=ScalarLearner())
+    shutil.rmtree(out / "checkpoint")
+    (out / "checkpoint").mkdir()
+    (out / "checkpoint" / "tree.json").write_text("{}")  # the safetensors format of rls3_jax before orbax
+    (out / "checkpoint" / "arrays.safetensors").write_bytes(b"")
+    with pytest.raises(loop.RunError, match="older rls3_jax") as err:
+        loop.run(smoke_config(iterations=2), out, resume=True, learner=ScalarLearner())
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_files_are_group_readable(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        loop.run(smoke_config(iterations=1), tmp_path / "r", learner=ScalarLearner())
+    finally:
+        os.umask(previous)
+    paths = [p for p in (tmp_path / "r" / "checkpoint").rglob("*")]
+    assert paths and all(p.stat().st_mode & stat.S_IRGRP for p in paths)
+    assert all(p.stat().st_mode & stat.S_IXGRP for p in [tmp_path / "r" / "checkpoint", *paths] if p.is_dir())

@@ -8,20 +8,18 @@ episode). The checkpoint is written before metrics.jsonl, so the two always agre
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from rls3_jax import checkpoint, distributed, sharded_checkpoint
+from rls3_jax import checkpoint
 from rls3_jax.loop import rundir
 from rls3_jax.loop.components import RunError
 from rls3_jax.loop.finetune import Progress
 
 CHECKPOINT_DIR = "checkpoint"
-VLM_CHECKPOINTS = "vlm_checkpoints"  # multi-process runs: the VLM state as orbax checkpoints (one per iteration)
 
 
 @dataclasses.dataclass
@@ -38,27 +36,30 @@ class LoopState:
         return len(self.records)
 
 
-def _agent_checkpoint() -> str:
-    """Multi-process runs: every process has its own agent and replay buffer, checkpointed beside the run's."""
-    return CHECKPOINT_DIR if distributed.is_main() else f"{CHECKPOINT_DIR}_process{jax.process_index()}"
+def _process_mesh():
+    """One device of every process, along a "process" axis."""
+    devices = [next(d for d in jax.devices() if d.process_index == p) for p in range(jax.process_count())]
+    return jax.sharding.Mesh(np.array(devices), ("process",))
+
+
+def per_process(tree):
+    """Each process's own tree (its agent and replay buffer) as one global array per leaf, with a leading
+    process axis: one orbax checkpoint then holds every process's agent, each process writing its own."""
+    sharding = jax.sharding.NamedSharding(_process_mesh(), jax.sharding.PartitionSpec("process"))
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)[None]), tree)
+
+
+def this_process(tree):
+    """This process's slice of a `per_process` tree."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_shards[0].data)[0], tree)
 
 
 def save(out: Path, state: LoopState) -> None:
-    """One process: one safetensors checkpoint. Several: the VLM state as an orbax checkpoint of this iteration
-    (every process writes its shards), then each process's agent, then process 0's records, which name the
-    iteration to resume from (an interrupted save leaves the previous iteration's checkpoints in use)."""
-    agent_tree = {"agent": jax.tree_util.tree_leaves(state.agent), "buffer": jax.tree_util.tree_leaves(state.buffer)}
-    meta = {"records": state.records, "progress": dataclasses.asdict(state.progress)}
-    if jax.process_count() == 1:
-        checkpoint.save(out / CHECKPOINT_DIR, {"vlm": jax.tree_util.tree_leaves(state.vlm), **agent_tree}, meta)
-    else:
-        iteration = len(state.records) - 1
-        sharded_checkpoint.save(out / VLM_CHECKPOINTS / f"{iteration:05d}", state.vlm)
-        checkpoint.save(out / _agent_checkpoint(), agent_tree, meta)
-        distributed.barrier(f"saved {iteration}")
-        if distributed.is_main():
-            for old in sorted((out / VLM_CHECKPOINTS).iterdir())[:-1]:
-                shutil.rmtree(old, ignore_errors=True)
+    """One orbax checkpoint of the VLM state (sharded over the learner's mesh), every process's agent and
+    buffer, the records and early stopping's progress; then metrics.jsonl from the same records."""
+    tree = {"vlm": state.vlm, "agents": per_process({"agent": state.agent, "buffer": state.buffer})}
+    checkpoint.save(out / CHECKPOINT_DIR, tree, {"records": state.records, "progress": dataclasses.asdict(state.progress)})
     rundir.write_metrics(out, state.records)
 
 
@@ -87,16 +88,17 @@ def _placed_like(template, loaded):
 
 def restore(out: Path, template: LoopState, fill: dict) -> LoopState:
     """The checkpointed state, laid out like `template`; `fill` gives record keys older runs lack."""
-    tree, meta = checkpoint.load(out / CHECKPOINT_DIR)
+    like = {"vlm": template.vlm, "agents": per_process({"agent": template.agent, "buffer": template.buffer})}
+    try:
+        tree, meta = checkpoint.load(out / CHECKPOINT_DIR, like=like)
+    except checkpoint.OldCheckpointError as err:
+        raise RunError(f"--resume: {err}") from None
     records = [{**fill, **r} for r in meta["records"]]
     if "env_steps" not in records[0]:  # before it, generated_samples counted invalid moves too
         raise RunError(f"--resume: the checkpoint in {out} was written by an older rls3_jax whose sample counts "
                        "differ; start a new run")
-    if jax.process_count() == 1:
-        vlm = _placed_like(template.vlm, tree["vlm"])
-    else:  # each process reads only its devices' shards
-        vlm = sharded_checkpoint.restore(out / VLM_CHECKPOINTS / f"{len(records) - 1:05d}", template.vlm)
-        tree, _ = checkpoint.load(out / _agent_checkpoint())
-    return LoopState(vlm=vlm, agent=_placed_like(template.agent, tree["agent"]),
-                     buffer=_placed_like(template.buffer, tree["buffer"]), records=records,
+    mine = this_process(tree["agents"])
+    rundir.write_metrics(out, records)  # a kill between the checkpoint and the metrics write left it one behind
+    return LoopState(vlm=tree["vlm"], agent=_placed_like(template.agent, mine["agent"]),
+                     buffer=_placed_like(template.buffer, mine["buffer"]), records=records,
                      progress=Progress(**meta["progress"]))

@@ -143,7 +143,8 @@ def save(path, state, buffer: replay.ReplayBuffer, metadata: dict | None = None)
     """Checkpoint the agent state and the filled part of the replay buffer into the directory `path`."""
     kind = "random" if isinstance(state, random_agent.RandomState) else "sac"
     size = int(buffer.size)
-    data = jax.tree_util.tree_map(lambda a: np.asarray(a[:size]), buffer.data._asdict())
+    # the filled rows (at least one: orbax stores no empty arrays; `buffer_size` says how many count)
+    data = jax.tree_util.tree_map(lambda a: np.asarray(a[: max(1, size)]), buffer.data._asdict())
     tree = {"agent": _to_tree(state), "buffer": {"data": data, "ptr": np.asarray(buffer.ptr)}}
     meta = {
         "agent": kind,
@@ -181,7 +182,7 @@ def load(path):
     if set(stored) != set(replay.Transition._fields):
         raise ValueError(f"{path}: buffer fields {sorted(stored)} are not {sorted(replay.Transition._fields)}")
     data = replay.Transition(**{
-        name: getattr(buffer.data, name).at[:size].set(jnp.asarray(stored[name], jnp.float32))
+        name: getattr(buffer.data, name).at[:size].set(jnp.asarray(stored[name][:size], jnp.float32))
         for name in replay.Transition._fields
     })
     buffer = buffer.replace(data=data, ptr=jnp.asarray(tree["buffer"]["ptr"], jnp.int32),
