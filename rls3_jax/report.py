@@ -77,20 +77,16 @@ def area_under_curve(run: dict) -> float:
     return float(np.sum(np.diff(x) * y[:-1]) / x[-1])
 
 
-def draw(runs: list[dict], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[_label(run)].append(run)
-    vlm = runs[0]["config"]["vlm"]
-    ylabel = f"test {_metric_name(vlm)}"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
-    # Fig. 5: score vs cumulative generated data, mean and std over seeds.
+
+def _fig5_score_vs_data(plt, groups: dict, runs: list[dict], ylabel: str, out: Path) -> None:
+    """Score vs cumulative generated data, mean and std over seeds, with the image-blind baseline."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, group in sorted(groups.items()):
         end = max(r["records"][-1]["generated_samples"] for r in group)
@@ -104,48 +100,49 @@ def draw(runs: list[dict], out: Path) -> Path:
     ax.set_ylabel(ylabel)
     ax.set_title("Test score vs generated data")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "fig5_score_vs_data.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "fig5_score_vs_data.png")
 
-    # Fig. 6: per-term scores (final iteration) with term counts; Fig. 7: by number of terms. Under each term:
-    # how often it occurs in the test set, and in each agent's fine-tuning data (mean over its runs).
-    for name, key, count_key, keys, xlabel in (
-        ("fig6_per_term.png", "test_per_term", "term_counts", TERMS, "spatial term"),
-        ("fig7_complexity.png", "test_per_complexity", "complexity_counts", ("1", "2", "3"), "number of terms"),
-    ):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        width = 0.8 / max(1, 2 * len(groups))
-        positions = np.arange(len(keys))
-        offset = 0
-        for label, group in sorted(groups.items()):
-            for when, index in (("before", 0), ("after", -1)):
-                values = np.array([[r["records"][index][key].get(k, np.nan) for k in keys] for r in group], float)
-                seen = ~np.isnan(values)
-                # a term absent from the test set has no score: draw nothing rather than warn about NaN
-                mean = np.where(seen.any(0), np.nansum(values, 0) / np.maximum(seen.sum(0), 1), 0.0)
-                std = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(seen.sum(0), 1))
-                ax.bar(positions + offset * width, mean, width, yerr=std, label=f"{label}, {when}")
-                offset += 1
-        test_counts = group[0]["records"][-1].get(f"test_{count_key}", {})
 
-        def finetune_counts(k, count_key=count_key):
-            lines = []
-            for label, g in sorted(groups.items()):
-                n = np.mean([r["records"][-1].get(f"finetune_{count_key}", {}).get(k, 0) for r in g])
-                lines.append(f"{label.split(' / ')[0]} {n:.0f}")
-            return "\n".join(lines)
+def _mean_std_over_runs(group: list[dict], index: int, key: str, keys) -> tuple[np.ndarray, np.ndarray]:
+    values = np.array([[r["records"][index][key].get(k, np.nan) for k in keys] for r in group], float)
+    seen = ~np.isnan(values)
+    # a term absent from the test set has no score: draw nothing rather than warn about NaN
+    mean = np.where(seen.any(0), np.nansum(values, 0) / np.maximum(seen.sum(0), 1), 0.0)
+    std = np.sqrt(np.nansum((values - mean) ** 2, 0) / np.maximum(seen.sum(0), 1))
+    return mean, std
 
-        ax.set_xticks(positions + width * (offset - 1) / 2)
-        ax.set_xticklabels([f"{k}\ntest {test_counts.get(k, 0)}\n{finetune_counts(k)}" for k in keys], fontsize=7)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
 
-    # Fig. 8: the fine-tuning loss of all iterations concatenated, iteration boundaries marked.
+def _tick_label(groups: dict, count_key: str, test_counts: dict, k: str) -> str:
+    """The term, how often it occurs in the test set, and in each agent's fine-tuning data (mean over runs)."""
+    lines = [k, f"test {test_counts.get(k, 0)}"]
+    for label, group in sorted(groups.items()):
+        n = np.mean([r["records"][-1].get(f"finetune_{count_key}", {}).get(k, 0) for r in group])
+        lines.append(f"{label.split(' / ')[0]} {n:.0f}")
+    return "\n".join(lines)
+
+
+def _fig_by_key(plt, groups: dict, ylabel: str, path: Path, key: str, count_key: str, keys, xlabel: str) -> None:
+    """Fig. 6 (per term) or Fig. 7 (by number of terms): scores before and after, with the data's counts."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, 2 * len(groups))
+    positions = np.arange(len(keys))
+    offset = 0
+    for label, group in sorted(groups.items()):
+        for when, index in (("before", 0), ("after", -1)):
+            mean, std = _mean_std_over_runs(group, index, key, keys)
+            ax.bar(positions + offset * width, mean, width, yerr=std, label=f"{label}, {when}")
+            offset += 1
+    test_counts = next(iter(groups.values()))[0]["records"][-1].get(f"test_{count_key}", {})
+    ax.set_xticks(positions + width * (offset - 1) / 2)
+    ax.set_xticklabels([_tick_label(groups, count_key, test_counts, k) for k in keys], fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _fig8_finetune_loss(plt, groups: dict, out: Path) -> None:
+    """The fine-tuning loss of all iterations concatenated."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, group in sorted(groups.items()):
         losses = [x for r in group[0]["records"] for x in r.get("train_losses", [])]
@@ -153,11 +150,11 @@ def draw(runs: list[dict], out: Path) -> Path:
     ax.set_xlabel("fine-tuning step (PaliGemma) / minibatch (CLIP), concatenated over iterations")
     ax.set_ylabel("training loss")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "fig8_finetune_loss.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "fig8_finetune_loss.png")
 
-    # Fig. 9: validation curve with the early-stopping point.
+
+def _fig9_validation(plt, groups: dict, vlm: str, out: Path) -> None:
+    """The validation curve with the early-stopping point."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, group in sorted(groups.items()):
         history = [h for r in group[0]["records"] for h in r.get("val_history", [])]
@@ -171,10 +168,28 @@ def draw(runs: list[dict], out: Path) -> Path:
     ax.set_xlabel("VLM fine-tuning steps (PaliGemma) / epochs (CLIP)")
     ax.set_ylabel(f"validation {_metric_name(vlm)}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "fig9_validation.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "fig9_validation.png")
 
+
+def draw(runs: list[dict], out: Path) -> Path:
+    """The paper's Figs. 5-9 and summary.md from the runs (grouped by agent and VLM) into `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[_label(run)].append(run)
+    vlm = runs[0]["config"]["vlm"]
+    ylabel = f"test {_metric_name(vlm)}"
+    _fig5_score_vs_data(plt, groups, runs, ylabel, out)
+    _fig_by_key(plt, groups, ylabel, out / "fig6_per_term.png", "test_per_term", "term_counts", TERMS, "spatial term")
+    _fig_by_key(plt, groups, ylabel, out / "fig7_complexity.png", "test_per_complexity", "complexity_counts",
+                ("1", "2", "3"), "number of terms")
+    _fig8_finetune_loss(plt, groups, out)
+    _fig9_validation(plt, groups, vlm, out)
     (out / "summary.md").write_text(summary(groups))
     return out
 
