@@ -10,6 +10,7 @@ from typing import Any
 
 from rls3_jax import sharding
 from rls3_jax.config import RunConfig
+from rls3_jax.envs import make_env
 from rls3_jax.loop.learner import Learner
 
 
@@ -52,18 +53,6 @@ def make_learner(config: RunConfig) -> Learner:
                               learning_rate=learning_rate, batch_size=config.vlm_batch_size, mesh=mesh,
                               dtype=config.dtype, all_pairs=config.caption_pairs == "all",
                               freeze_vision=config.clip_vision == "frozen")
-
-
-def make_env(config: RunConfig, split: str, image_size: int, **episodes):
-    """The run's environment; `episodes` may give `valid_per_episode` / `max_episode_steps` (truncation)."""
-    if config.env == "unity":
-        from rls3_jax.envs.unity import UnityEnv
-
-        return UnityEnv(build_path=config.unity_build, port=config.unity_port, split=split,
-                        image_size=image_size, timeout_s=config.unity_timeout_s, seed=config.seed, **episodes)
-    import sim
-
-    return sim.IndoorSceneEnv(split=split, image_size=image_size, render_mode="rgb_array", **episodes)
 
 
 def build_env(config: RunConfig, image_size: int):
