@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from bench_loop import resume, run_main  # the sibling bench: one run of rls3_jax.main, resumed when begun
+
 from rls3_jax.prompts import spatial_terms
 
 

@@ -22,10 +22,20 @@ import numpy as np
 
 from sim import geometry
 from sim.env import make_metadata, place_objects
-from sim.objects import OBJECTS
+from sim.objects import OBJECT_HALF, OBJECTS
 from sim.render import View
-from sim.objects import OBJECT_HALF
-from sim.scenes import Box, Scene, Surface, block, cabinet, chair, frame_camera, scenes_for_split, shelf, table
+from sim.scenes import (
+    Box,
+    Scene,
+    Surface,
+    block,
+    cabinet,
+    chair,
+    frame_camera,
+    scenes_for_split,
+    shelf,
+    table,
+)
 
 
 def _surface_target(scene: Scene) -> tuple[float, float, float]:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from rls3_jax import checkpoint, loop
+from rls3_jax.config import RunConfig, preset
 from rls3_jax.loop import components
 from rls3_jax.loop.agent_start import replay_template
-from rls3_jax.config import RunConfig, preset
 
 
 class ScalarLearner:

@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("mlagents_envs")
 
 from rls3_jax import checkpoint, main  # noqa: E402
-from rls3_jax.loop import components  # noqa: E402
 from rls3_jax.envs import unity  # noqa: E402
+from rls3_jax.loop import components  # noqa: E402
 from tests import test_unity_adapter  # noqa: E402
 from tests.test_loop_mechanics import ScalarLearner  # noqa: E402
 

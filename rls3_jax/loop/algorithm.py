@@ -10,6 +10,7 @@ The phases live beside this file: episodes.py, finetune.py, state.py (checkpoint
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             iteration, timers = state.iteration, new_timers()
             # lines 3-12: episodes, the VLM's failure on each as the agent's reward, eta of each kept
             made = generate(config, parts, state.vlm, state.agent, state.buffer, iteration, timers,
-                            show=lambda episode, phase: report.phase(iteration, episode, phase))
+                            show=functools.partial(report.phase, iteration))
             if config.export_data and distributed.is_main():
                 datasets.export(out / "data" / f"iteration_{iteration:04d}", made.images, made.samples)
             # lines 13-19: K fine-tuning steps with validation every F; early stopping on validation
