@@ -76,16 +76,16 @@ def test_one_log_line_per_iteration_in_run_log_and_on_stderr(tmp_path, caplog):
 
 def test_tensorboard_holds_the_settings_and_each_iterations_samples_with_the_vlms_answers(tmp_path):
     from rls3_jax.vlm.weakspot import WeakSpotLearner
-    from tests.test_tensorboard import _accumulator, _text
+    from tests.test_tensorboard import accumulator, text_summaries
 
     learner = WeakSpotLearner(("above",), 0, 2)
     loop.run(smoke_config(iterations=2).replace(vlm="weakspot"), tmp_path / "r", learner=learner)
-    acc = _accumulator(tmp_path / "r" / "tensorboard")
-    (settings,) = _text(acc, "settings")
+    acc = accumulator(tmp_path / "r" / "tensorboard")
+    (settings,) = text_summaries(acc, "settings")
     assert "| seed | 0 |" in settings[1] and "| vlm | weakspot |" in settings[1]
     assert sorted(acc.Tags()["images"]) == [f"samples/image_{i}" for i in range(4)]
     assert [e.step for e in acc.Images("samples/image_0")] == [1, 2]
-    tables = _text(acc, "samples/captions")
+    tables = text_summaries(acc, "samples/captions")
     assert [step for step, _ in tables] == [1, 2]
     rows = [row for row in tables[0][1].splitlines()[2:]]
     assert len(rows) == 4 and all(row.rstrip(" |").endswith(("wrong", "right")) for row in rows)

@@ -10,13 +10,13 @@ from rls3_jax.tensorboard import FLUSH_SECONDS, SAMPLES_PER_STEP, SummaryWriter,
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
-def _accumulator(logdir) -> event_accumulator.EventAccumulator:
+def accumulator(logdir) -> event_accumulator.EventAccumulator:
     acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"images": 0, "tensors": 0, "scalars": 0})
     acc.Reload()
     return acc
 
 
-def _text(acc, tag: str) -> list[tuple[int, str]]:
+def text_summaries(acc, tag: str) -> list[tuple[int, str]]:
     return [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(f"{tag}/text_summary")]
 
 
@@ -74,7 +74,7 @@ def test_settings_are_a_markdown_table(tmp_path):
     writer = SummaryWriter(tmp_path)
     writer.settings({"seed": 3, "vlm": "clip", "weak_terms": ["above", "below"], "note": "a|b"})
     writer.close()
-    ((step, table),) = _text(_accumulator(tmp_path), "settings")
+    ((step, table),) = text_summaries(accumulator(tmp_path), "settings")
     assert step == 0
     assert table.splitlines() == ["| setting | value |", "|---|---|", "| seed | 3 |", "| vlm | clip |",
                                   '| weak_terms | ["above", "below"] |', "| note | a\\|b |"]
@@ -87,13 +87,13 @@ def test_samples_log_the_first_images_with_their_captions_and_answers(tmp_path):
     writer = SummaryWriter(tmp_path)
     writer.samples(7, images, captions, answers)
     writer.close()
-    acc = _accumulator(tmp_path)
+    acc = accumulator(tmp_path)
     assert sorted(acc.Tags()["images"]) == [f"samples/image_{i}" for i in range(SAMPLES_PER_STEP)]
     for i in range(SAMPLES_PER_STEP):
         (event,) = acc.Images(f"samples/image_{i}")
         assert event.step == 7 and (event.height, event.width) == (8, 6)
         np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(event.encoded_image_string))), images[i])
-    ((step, table),) = _text(acc, "samples/captions")
+    ((step, table),) = text_summaries(acc, "samples/captions")
     assert step == 7
     rows = table.splitlines()[2:]
     assert rows == [f"| {i} | {captions[i]} | {answers[i]} |" for i in range(SAMPLES_PER_STEP)]
@@ -107,5 +107,5 @@ def test_samples_without_answers_and_bad_shapes(tmp_path):
     with pytest.raises(ValueError, match="2 images, 1 captions"):
         writer.samples(1, np.zeros((2, 4, 4, 3), np.uint8), ["a caption"])
     writer.close()
-    ((_, table),) = _text(_accumulator(tmp_path), "samples/captions")
+    ((_, table),) = text_summaries(accumulator(tmp_path), "samples/captions")
     assert table.splitlines()[2:] == ["| 0 | a caption |  |"]

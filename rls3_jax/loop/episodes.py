@@ -16,6 +16,7 @@ import numpy as np
 from rls3_jax import datasets, distributed
 from rls3_jax.config import RunConfig
 from rls3_jax.loop.components import Components, RunError
+from rls3_jax.sac import rollout
 
 SHOWN = 4  # generated samples per iteration shown in TensorBoard with the VLM's answers
 
@@ -35,35 +36,20 @@ class Generated:
 
 
 def run_episode(env, agent, state, buffer, config: RunConfig, seed: int, timers: dict):
-    """Act until T0 valid samples exist; returns the samples and the buffer indices of the transitions."""
-    from rls3_jax.sac import buffer as replay
-
+    """Act until T0 valid samples exist; returns the samples and the buffer slots of the transitions."""
     obs, _ = env.reset(seed=seed)
+    obs = np.asarray(obs, np.float32)
     action, state = agent.act(state, obs)
-    action = np.asarray(action)
-    images, metadatas, valid_indices = [], [], []
-    steps, last_index = 0, None
+    images, metadatas, valid_slots = [], [], []
+    steps, last_slot = 0, None
     while len(images) < config.t0 and steps < config.episode_step_limit:
-        started = time.perf_counter()
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        if info["valid"]:
-            images.append(env.render())
-            metadatas.append(info["metadata"])
-        timers["generation_s"] += time.perf_counter() - started
-        started = time.perf_counter()
-        transition = replay.make_transition(obs, action, reward, next_obs, terminated)
-        action, state, buffer, index, _ = agent.step(state, buffer, transition, next_obs)
-        action, last_index = np.asarray(action), int(index)
-        timers["agent_update_s"] += time.perf_counter() - started
-        steps += 1
-        if info["valid"]:
-            valid_indices.append(last_index)
-        obs = next_obs
-        if terminated or truncated:
-            obs, _ = env.reset()
-            action, state = agent.act(state, obs)
-            action = np.asarray(action)
-    return state, buffer, images, metadatas, valid_indices, last_index, steps
+        state, buffer, done = rollout.move(env, agent, state, buffer, obs, action, render=True, timers=timers)
+        obs, action, last_slot, steps = done.obs, done.action, done.slot, steps + 1
+        if done.info["valid"]:
+            images.append(done.image)
+            metadatas.append(done.info["metadata"])
+            valid_slots.append(last_slot)
+    return state, buffer, images, metadatas, valid_slots, last_slot, steps
 
 
 def episode_seed(config: RunConfig, iteration: int, episode: int) -> int:

@@ -10,8 +10,8 @@ steps in the paper. Two drivers, same agent functions:
   one `lax.scan` (PureJaxRL style), for an environment written as pure JAX functions
   (`rls3_jax.envs.jax_sim`). This is the fast path.
 
-`save(path, state, buffer)` / `load(path)` checkpoint agent state and replay buffer (safetensors + JSON via
-`rls3_jax.checkpoint`), so the loop starts from a pretrained agent.
+`save(path, state, buffer)` / `load(path)` checkpoint agent state and replay buffer (orbax via
+`rls3_jax.checkpoint`, the loop's format), so the loop starts from a pretrained agent.
 
     python -m rls3_jax.sac.pretrain --steps 100000 --out runs/pretrained_sac
 """
@@ -38,6 +38,7 @@ from rls3_jax.sac import random_agent
 from rls3_jax.sac.agents import AGENTS  # the bundles by name: what `load` rebuilds a checkpoint's agent with
 from rls3_jax.sac.bundle import Agent
 from rls3_jax.sac.config import SACConfig
+from rls3_jax.sac.rollout import move
 
 
 def _check_unit_box(space) -> None:
@@ -64,15 +65,8 @@ def run_python(env, agent: Agent, state, buffer, steps: int, seed: int = 0):
     action, state = agent.act(state, obs)
     metrics = {}
     for t in range(steps):
-        action_host = np.asarray(action)
-        next_obs, reward, terminated, truncated, info = env.step(action_host)
-        valid[t] = bool(info["valid"])
-        next_obs = np.asarray(next_obs, np.float32)
-        transition = replay.make_transition(obs, action_host, reward, next_obs, terminated)
-        obs = next_obs
-        if terminated or truncated:
-            obs = np.asarray(env.reset()[0], np.float32)
-        action, state, buffer, _, metrics = agent.step(state, buffer, transition, obs)
+        state, buffer, done = move(env, agent, state, buffer, obs, action)
+        obs, action, metrics, valid[t] = done.obs, done.action, done.metrics, bool(done.info["valid"])
     _check_finite(metrics, f"after {steps} steps of pretraining")
     return state, buffer, valid
 
