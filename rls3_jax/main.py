@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-data", action="store_true",
                         help="write each fine-tuning batch as PNG images with their metadata.jsonl under --out/data")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
-                        help="what goes to stderr: info = one line per iteration (run.log in --out always has them)")
+                        help="what goes to stderr: info = one line per iteration (run.log in --out always has them), "
+                             "debug = also each episode and phase within an iteration")
     for flag, (_, kind, text) in _LOOP_FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--unity-build", default=None, help="path of a Unity player build (--env unity)")

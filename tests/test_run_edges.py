@@ -148,3 +148,11 @@ def test_checkpoint_files_are_group_readable(tmp_path):
     paths = [p for p in (tmp_path / "r" / "checkpoint").rglob("*")]
     assert paths and all(p.stat().st_mode & stat.S_IRGRP for p in paths)
     assert all(p.stat().st_mode & stat.S_IXGRP for p in [tmp_path / "r" / "checkpoint", *paths] if p.is_dir())
+
+
+def test_debug_level_logs_each_episode_and_phase(tmp_path, caplog):
+    with caplog.at_level(logging.DEBUG, logger="rls3_jax"):
+        loop.run(smoke_config(iterations=1, episodes=2), tmp_path / "r", learner=ScalarLearner())
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and r.name == "rls3_jax"]
+    assert "iteration 1 episode 2/2: vlm feedback" in debug and "iteration 1: fine-tuning" in debug
+    assert len((tmp_path / "r" / "run.log").read_text().splitlines()) == 2  # run.log keeps one line per iteration

@@ -65,6 +65,7 @@ class Reporter:
     def phase(self, iteration: int, episode: int | None, phase: str) -> None:
         episode_text = f" episode {episode}/{self.config.episodes}" if episode is not None else ""
         self.bar.set_description_str(f"iteration {iteration}{episode_text} {phase}", refresh=True)
+        log.debug("iteration %d%s: %s", iteration, episode_text, phase)  # --log-level debug: within an iteration
 
     def iteration(self, record: dict, shown: list[tuple] = ()) -> None:
         """Log the iteration's record; `shown`: a few (image, caption, VLM answer or None) of its samples."""
