@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import numpy as np
 
 from rls3_jax.config import RunConfig
 from rls3_jax.loop.components import RunError, make_env
+
+log = logging.getLogger("rls3_jax")
 
 
 def sac_config(config: RunConfig):
@@ -44,6 +49,8 @@ def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_si
     buffer = replay_template(config, obs_dim, act_dim)
     if config.agent != "sac" or config.pretrain_steps == 0:
         return state, buffer, None
+    log.info("pretraining the agent on the feasibility reward: %d steps", config.pretrain_steps)
+    started = time.perf_counter()
     if config.env == "sim":
         # The simulator's feasibility rules in pure JAX: rollout and updates in one lax.scan.
         import sim
@@ -58,4 +65,7 @@ def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_si
             state, buffer, valid = pretrain.run_python(env, agent, state, buffer, config.pretrain_steps, config.seed)
         finally:
             env.close()
-    return state, buffer, float(np.mean(valid[-1000:]))
+    valid_fraction = float(np.mean(valid[-1000:]))
+    log.info("pretrained in %.1f s; valid fraction of the last %d steps %.2f", time.perf_counter() - started,
+             min(1000, len(valid)), valid_fraction)
+    return state, buffer, valid_fraction
