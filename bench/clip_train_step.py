@@ -1,7 +1,11 @@
 """Our jitted CLIP train step and embedding pass against transformers' PyTorch CLIPModel, side by side.
 
 Same configuration, batch and optimiser (AdamW, global-norm clipping, symmetric contrastive loss) in both;
-prints ONE JSON line with steps/s of each and the ratio (ours / transformers).
+prints ONE JSON line with steps/s of each and the ratio (ours / transformers), and per size the train step's
+bound (bench/machine.py): its FLOPs from XLA's cost analysis of our compiled step (`train_gflop`), the machine's
+fp32 [256,256] matmul rate measured in the same run, in the JAX process (`matmul_gflop_per_s`), the step's time
+at that rate (`train_bound_ms`) and the fraction of it our step and transformers' (same FLOPs) reach
+(`train_bound_fraction`, `torch_train_bound_fraction`).
 
     python bench/clip_train_step.py                      # CPU, tiny and small configs, float32
     python bench/clip_train_step.py --device gpu --size b32 --dtype bf16
@@ -23,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.machine import compiled_flops, matmul_flops_per_s, train_bound  # noqa: E402
 from rls3_jax.vlm.clip import contrastive  # noqa: E402
 from rls3_jax.vlm.clip import model as clip  # noqa: E402
 
@@ -113,7 +118,9 @@ def bench_jax(size, dtype, seconds):
             embed(holder["state"]["params"], batch["images"], batch["input_ids"], batch["attention_mask"])
         )
 
-    return timed(train, seconds), timed(forward, seconds)
+    train_per_s, embed_per_s = timed(train, seconds), timed(forward, seconds)
+    flops = compiled_flops(step, holder["state"], batch)
+    return train_per_s, embed_per_s, flops, matmul_flops_per_s()
 
 
 def bench_torch(size, device, dtype, seconds):
@@ -152,7 +159,8 @@ def bench_torch(size, device, dtype, seconds):
 
 
 def run_one(framework: str, args) -> dict:
-    """Measurements of one framework in this process: {size: (train steps/s, embed passes/s)}."""
+    """Measurements of one framework in this process: {size: (train steps/s, embed passes/s)}, for JAX also
+    the train step's FLOPs and the machine's matmul FLOP/s."""
     out = {}
     for size in args.size:
         if framework == "jax":
@@ -200,7 +208,8 @@ def main():
         measured[framework] = json.loads(done.stdout.strip().splitlines()[-1])
     results = {}
     for size in args.size:
-        (jax_train, jax_embed), (torch_train, torch_embed) = measured["jax"][size], measured["torch"][size]
+        jax_train, jax_embed, flops, rate = measured["jax"][size]
+        torch_train, torch_embed = measured["torch"][size]
         results[size] = {
             "batch": SIZES[size][-1],
             "jax_train_steps_per_s": round(jax_train, 3),
@@ -209,6 +218,7 @@ def main():
             "jax_embed_per_s": round(jax_embed, 3),
             "torch_embed_per_s": round(torch_embed, 3),
             "embed_ratio": round(jax_embed / torch_embed, 3),
+            **train_bound(flops, rate, 1 / jax_train, 1 / torch_train),
         }
     import torch
 

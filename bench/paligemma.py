@@ -6,7 +6,11 @@
 
 Both sides run the same random weights on the same inputs: the train step fine-tunes the language model's
 attention layers on the answer tokens (AdamW), decoding generates a fixed number of tokens per sequence
-(transformers' generate() with its cache, greedy; ours with EOS disabled). Prints ONE JSON line.
+(transformers' generate() with its cache, greedy; ours with EOS disabled). Per config, the train step's bound
+(bench/machine.py): its FLOPs from XLA's cost analysis of our compiled step (`train_gflop`), the machine's fp32
+[256,256] matmul rate measured in the same run (`matmul_gflop_per_s`), the step's time at that rate
+(`train_bound_ms`) and the fraction of it our step and transformers' (same FLOPs) reach
+(`train_bound_fraction`, `torch_train_bound_fraction`). Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")  # leave the accelerator room for torch
 
 import numpy as np  # noqa: E402
+
+from bench.machine import compiled_flops, matmul_flops_per_s, train_bound  # noqa: E402
 
 CPU_CONFIGS = {
     "tiny": dict(
@@ -130,6 +136,8 @@ def run_config(name, spec, device, torch_dtype, jax_dtype, repeats):
         sync()
 
     train_ours, train_torch = _time(ours_train, repeats), _time(torch_train, repeats)
+    flops = compiled_flops(step, state["params"], state["opt"], batch)
+    rate = matmul_flops_per_s()
 
     # ---- batched greedy decoding of new_tokens tokens per sequence
     new = spec["new_tokens"]
@@ -159,6 +167,7 @@ def run_config(name, spec, device, torch_dtype, jax_dtype, repeats):
         "decode_tokens_per_s": round(tokens / dec_ours, 1),
         "torch_decode_tokens_per_s": round(tokens / dec_torch, 1),
         "decode_speedup": round(dec_torch / dec_ours, 2),
+        **train_bound(flops, rate, train_ours, train_torch),
     }
     return result, model.config, params, ids.shape[1], train_ours
 
