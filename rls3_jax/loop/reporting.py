@@ -16,21 +16,20 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from rls3_jax import distributed
 from rls3_jax.config import RUBRIC_VLMS, RunConfig
 from rls3_jax.loop import rundir
+from rls3_jax.loop.records import TIMERS
 from rls3_jax.tensorboard import SummaryWriter
 
 log = logging.getLogger("rls3_jax")
 
 SCALARS = ("generated_samples", "env_steps", "valid_fraction", "mean_extrinsic_reward", "train_loss", "val_metric",
-           "test_metric", "val_blind_metric", "test_blind_metric", "generation_s", "vlm_inference_s",
-           "vlm_training_s", "agent_update_s")
+           "test_metric", "val_blind_metric", "test_blind_metric", *TIMERS)
 
 
 def summary_line(config: RunConfig, record: dict) -> str:
     """One line saying where the run stands after an iteration."""
     unit = "rubric" if config.vlm in RUBRIC_VLMS else "accuracy"
     loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-    phases = ", ".join(f"{k[:-2].replace('_', ' ')} {record[k]:.1f} s" for k in
-                       ("generation_s", "vlm_inference_s", "vlm_training_s", "agent_update_s"))
+    phases = ", ".join(f"{k[:-2].replace('_', ' ')} {record[k]:.1f} s" for k in TIMERS)
     return (f"iteration {record['iteration']}/{config.iterations}: {record['generated_samples']} samples in "
             f"{record['env_steps']} moves (valid {record['valid_fraction']:.2f}), train loss {loss}, {unit} val "
             f"{record['val_metric']:.3f} test {record['test_metric']:.3f} (image-blind val "

@@ -67,25 +67,6 @@ def exists(out: Path) -> bool:
     return (out / CHECKPOINT_DIR).is_dir()
 
 
-def _placed_like(template, loaded):
-    """Loaded host arrays in the template's structure, dtypes and placement (a learner's mesh included)."""
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    values = jax.tree_util.tree_leaves(loaded)
-    if len(values) != len(leaves):
-        raise ValueError(f"checkpoint holds {len(values)} leaves, expected {len(leaves)}")
-    placed = []
-    for i, (t, v) in enumerate(zip(leaves, values)):
-        if np.shape(t) != np.shape(v):
-            raise ValueError(f"checkpoint leaf {i} has shape {np.shape(v)}, expected {np.shape(t)}")
-        if isinstance(t, jax.Array):
-            placed.append(jax.device_put(np.asarray(v, t.dtype), t.sharding))
-        elif isinstance(t, (np.ndarray, np.generic)):
-            placed.append(np.asarray(v, t.dtype))
-        else:
-            placed.append(type(t)(v))
-    return jax.tree_util.tree_unflatten(treedef, placed)
-
-
 def restore(out: Path, template: LoopState, fill: dict) -> LoopState:
     """The checkpointed state, laid out like `template`; `fill` gives record keys older runs lack."""
     like = {"vlm": template.vlm, "agents": per_process({"agent": template.agent, "buffer": template.buffer})}
@@ -99,6 +80,6 @@ def restore(out: Path, template: LoopState, fill: dict) -> LoopState:
                        "differ; start a new run")
     mine = this_process(tree["agents"])
     rundir.write_metrics(out, records)  # a kill between the checkpoint and the metrics write left it one behind
-    return LoopState(vlm=tree["vlm"], agent=_placed_like(template.agent, mine["agent"]),
-                     buffer=_placed_like(template.buffer, mine["buffer"]), records=records,
+    return LoopState(vlm=tree["vlm"], agent=checkpoint.restore_like(template.agent, mine["agent"]),
+                     buffer=checkpoint.restore_like(template.buffer, mine["buffer"]), records=records,
                      progress=Progress(**meta["progress"]))
