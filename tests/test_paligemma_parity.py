@@ -123,6 +123,30 @@ def test_logits_match_transformers(checkpoint):
     assert diff <= 1e-4, f"max abs logit difference {diff}"
 
 
+def test_answer_loss_matches_transformers(checkpoint):
+    """The fine-tuning loss (logits only where an answer token is predicted) is transformers' loss with the
+    prefix labelled -100."""
+    from rls3_jax.vlm.paligemma import train as paligemma_train
+
+    name, directory, torch_model, processor = checkpoint
+    model, params = paligemma_weights.from_pretrained(directory)
+    size = CONFIGS[name]["vision"]["image_size"]
+    inputs = processor(
+        text=["What is the position of the cup?", "Where?"],
+        images=_images(2, size, seed=1),
+        suffix=["The cup is to the left of the plate.", "Above."],
+        padding="longest",
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        expected = float(torch_model(**inputs).loss)
+    batch = {k: jnp.asarray(inputs[k].numpy()) for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids")}
+    per_sample, count = paligemma_train.answer_nll(model, params, batch)
+    ours = float((per_sample * count).sum() / count.sum())
+    assert int(count.sum()) == int((inputs["labels"] != -100).sum())  # every answer token counted
+    assert abs(ours - expected) <= 1e-4 * max(1.0, abs(expected)), (ours, expected)
+
+
 def test_greedy_decoding_matches_generate(checkpoint):
     name, directory, torch_model, processor = checkpoint
     model, params = paligemma_weights.from_pretrained(directory)

@@ -190,20 +190,35 @@ class SiglipEncoderLayer(nn.Module):
         return x + SiglipMLP(self.config, self.dtype, name="mlp")(ln("layer_norm2")(x))
 
 
+class PatchEmbedding(nn.Module):
+    """A stride-p, p x p, VALID convolution (nn.Conv's parameters: HWIO kernel and bias) computed as one matmul
+    over the flattened patches, straight from NCHW pixels: XLA's CPU convolution was 30x slower."""
+
+    features: int
+    patch: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, pixels_nchw):
+        b, ch, h, w = pixels_nchw.shape
+        p = self.patch
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, ch, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        x = pixels_nchw.astype(self.dtype).reshape(b, ch, h // p, p, w // p, p)
+        x = jnp.einsum("bcipjq,pqcd->bijd", x, kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        return x.reshape(b, (h // p) * (w // p), self.features)
+
+
 class SiglipVision(nn.Module):
-    """SigLIP ViT without the pooling head: [B, H, W, C] pixels -> [B, patches, width] (post-layernorm)."""
+    """SigLIP ViT without the pooling head: [B, C, H, W] pixels -> [B, patches, width] (post-layernorm)."""
 
     config: VisionConfig
     dtype: Any
 
     @nn.compact
-    def __call__(self, pixels_nhwc):
+    def __call__(self, pixels_nchw):
         c = self.config
-        x = nn.Conv(
-            c.hidden_size, (c.patch_size, c.patch_size), strides=(c.patch_size, c.patch_size), padding="VALID",
-            dtype=self.dtype, name="patch_embedding",
-        )(pixels_nhwc.astype(self.dtype))
-        x = x.reshape(x.shape[0], -1, c.hidden_size)
+        x = PatchEmbedding(c.hidden_size, c.patch_size, self.dtype, name="patch_embedding")(pixels_nchw)
         pos = self.param("position_embedding", nn.initializers.normal(0.02), (c.num_patches, c.hidden_size))
         x = x + pos.astype(self.dtype)[None]
         for i in range(c.num_hidden_layers):
@@ -260,11 +275,16 @@ class GemmaAttention(nn.Module):
             k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, cache_index, 0, 0))
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, cache_index, 0, 0))
             cache = (k, v)
-        q = q.reshape(b, t, kv, h // kv, hd)  # query head i uses kv head i // (h // kv), as repeat_kv does
-        logits = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(self.dtype)).astype(jnp.float32) * hd**-0.5
-        logits = jnp.where(mask[:, None, None], logits, _MASKED)
+        # Query head i uses kv head i // g, as repeat_kv does. The g query heads of a kv head are folded into
+        # its rows ([B, kv, T*g, hd]): one plain batched matmul per kv head, 30% faster on CPU than a 5-d einsum.
+        g = h // kv
+        q = q.reshape(b, t, kv, g, hd).transpose(0, 2, 1, 3, 4).reshape(b, kv, t * g, hd)
+        k, v = (y.astype(self.dtype).transpose(0, 2, 1, 3) for y in (k, v))  # [B, kv, S, hd]
+        logits = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32) * hd**-0.5
+        logits = jnp.where(jnp.repeat(mask, g, axis=1)[:, None], logits, _MASKED)
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v.astype(self.dtype)).reshape(b, t, h * hd)
+        out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv, t, g, hd)
+        out = out.transpose(0, 2, 1, 3, 4).reshape(b, t, h * hd)
         return dense(c.hidden_size, "o_proj")(out), cache
 
 
@@ -311,13 +331,16 @@ class Gemma(nn.Module):
         scale = jnp.asarray(math.sqrt(self.config.hidden_size), self.embed_tokens.embedding.dtype)
         return (self.embed_tokens(ids) * scale).astype(self.dtype)
 
-    def __call__(self, x, positions, mask, cache=None, cache_index=None):
-        """x [B, T, D] embeddings, positions [B, T], mask [B, T, S] (True = may attend) -> logits, cache."""
+    def __call__(self, x, positions, mask, cache=None, cache_index=None, logits_from: int = 0):
+        """x [B, T, D] embeddings, positions [B, T], mask [B, T, S] (True = may attend) -> logits, cache.
+
+        logits_from: the first position that gets logits (the output layer is the largest matmul; a caller
+        that needs no logits for the image tokens skips them)."""
         new_cache = []
         for i, layer in enumerate(self.layers):
             x, layer_cache = layer(x, positions, mask, None if cache is None else cache[i], cache_index)
             new_cache.append(layer_cache)
-        x = self.norm(x)
+        x = self.norm(x[:, logits_from:])
         logits = self.embed_tokens.attend(x.astype(self.dtype)).astype(jnp.float32)
         cap = self.config.final_logit_softcapping
         if cap:
@@ -356,7 +379,7 @@ class PaliGemma(nn.Module):
             raise ValueError(
                 f"pixel_values has shape {pixel_values.shape}, expected [B, {c.num_channels}, {c.image_size}, {c.image_size}]"
             )
-        return self.multi_modal_projector(self.vision_tower(jnp.transpose(pixel_values, (0, 2, 3, 1))))
+        return self.multi_modal_projector(self.vision_tower(pixel_values))
 
     def embed(self, input_ids, pixel_values=None, image_features=None):
         """Token embeddings with the image features in place of the image tokens (in order, per row).
@@ -373,9 +396,9 @@ class PaliGemma(nn.Module):
         return jnp.where(is_image[..., None], image_tokens, x)
 
     def __call__(self, input_ids, pixel_values=None, attention_mask=None, token_type_ids=None, position_ids=None,
-                 image_features=None):
+                 image_features=None, logits_from: int = 0):
         """transformers' forward: positions 1-based, prefix-LM mask from token_type_ids (causal without);
-        image_features may stand in for pixel_values (see `embed`)."""
+        image_features may stand in for pixel_values (see `embed`); logits for positions logits_from.. only."""
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), jnp.int32)
@@ -384,7 +407,8 @@ class PaliGemma(nn.Module):
         if token_type_ids is None:
             token_type_ids = jnp.ones((b, t), jnp.int32)  # all "answer": plain causal
         mask = prefix_lm_mask(token_type_ids, attention_mask)
-        logits, _ = self.language_model(self.embed(input_ids, pixel_values, image_features), position_ids, mask)
+        logits, _ = self.language_model(self.embed(input_ids, pixel_values, image_features), position_ids, mask,
+                                        logits_from=logits_from)
         return PaliGemmaOutput(logits=logits)
 
     def prefill(self, input_ids, pixel_values, attention_mask, cache_size: int):

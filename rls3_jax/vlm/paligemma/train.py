@@ -46,19 +46,24 @@ def answer_nll(model: PaliGemma, params, batch):
 
     The batch holds "pixel_values", or "image_features" (`PaliGemma.embed_image`'s output) where the vision
     tower and projector are frozen and were run once for the whole fine-tuning set."""
-    out = model.apply(
+    has_image = batch.get("pixel_values") is not None or batch.get("image_features") is not None
+    # The image tokens lead every sequence and predict no answer token: no logits for them.
+    start = model.config.num_image_tokens if has_image else 0
+    logits = model.apply(
         {"params": params},
         input_ids=batch["input_ids"],
         pixel_values=batch.get("pixel_values"),
         image_features=batch.get("image_features"),
         attention_mask=batch["attention_mask"],
         token_type_ids=batch["token_type_ids"],
-    )
-    logits = out.logits[:, :-1].astype(jnp.float32)
-    targets = batch["input_ids"][:, 1:]
-    weight = ((batch["token_type_ids"][:, 1:] == 1) & (batch["attention_mask"][:, 1:] == 1)).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+        logits_from=start,
+    ).logits[:, :-1].astype(jnp.float32)
+    targets = batch["input_ids"][:, start + 1 :]
+    weight = ((batch["token_type_ids"][:, start + 1 :] == 1) & (batch["attention_mask"][:, start + 1 :] == 1))
+    # log p(target) through a one-hot product: its gradient is dense, where take_along_axis's is a scatter.
+    target_logit = (logits * jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype)).sum(-1)
+    nll = jax.nn.logsumexp(logits, axis=-1) - target_logit
+    weight = weight.astype(jnp.float32)
     count = weight.sum(axis=1)
     return (nll * weight).sum(axis=1) / jnp.maximum(count, 1.0), count
 
