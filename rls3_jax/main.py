@@ -224,4 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from rls3_jax import huge_pages
+
+    huge_pages.reexec([sys.executable, "-m", "rls3_jax.main", *sys.argv[1:]])  # before JAX: see huge_pages
     sys.exit(main())
