@@ -7,7 +7,10 @@ fp32 [256,256] matmul rate measured in the same run, in the JAX process (`matmul
 at that rate (`train_bound_ms`) and the fraction of it our step and transformers' (same FLOPs) reach
 (`train_bound_fraction`, `torch_train_bound_fraction`).
 
-    python bench/clip_train_step.py                      # CPU, tiny and small configs, float32
+Each figure is the median of `--rounds` rounds alternating between the frameworks; both run with glibc's
+huge-page tunable (rls3_jax.huge_pages) unless --no-huge-pages.
+
+    python bench/clip_train_step.py                      # CPU: tiny, small and embedded-default configs, float32
     python bench/clip_train_step.py --device gpu --size b32 --dtype bf16
 """
 
@@ -28,6 +31,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.machine import compiled_flops, matmul_flops_per_s, train_bound  # noqa: E402
+from rls3_jax import huge_pages  # noqa: E402
 from rls3_jax.vlm.clip import contrastive  # noqa: E402
 from rls3_jax.vlm.clip import model as clip  # noqa: E402
 
@@ -35,6 +39,9 @@ SIZES = {
     # name: (text width, text layers, vision width, vision layers, heads, image, patch, text length, batch)
     "tiny": (64, 2, 64, 2, 4, 32, 8, 16, 16),
     "small": (128, 3, 128, 4, 4, 64, 8, 24, 32),
+    # the shipped base's shapes (rls3_jax/assets/clip_base.json; the bench's 1000-word vocabulary for its 253)
+    # at the default preset's batch
+    "embedded": (96, 2, 96, 3, 4, 96, 12, 24, 32),
     "b32": (512, 12, 768, 12, 8, 224, 32, 32, 64),
 }
 
@@ -177,19 +184,24 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument(
-        "--size", action="append", choices=sorted(SIZES), help="repeatable; default tiny+small"
+        "--size", action="append", choices=sorted(SIZES), help="repeatable; default tiny, small, embedded"
     )
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing window per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both frameworks; medians reported")
+    parser.add_argument("--no-huge-pages", action="store_true", help="leave glibc's allocator as it is (see rls3_jax.huge_pages)")
     parser.add_argument("--only", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.size = args.size or ["tiny", "small"]
+    args.size = args.size or ["tiny", "small", "embedded"]
     if args.only:
         print(json.dumps(run_one(args.only, args)))
         return
-    # Each framework in its own process: their CPU thread pools would otherwise fight over the cores.
-    measured = {}
-    for framework in ("jax", "torch"):
+    # Each framework in its own process: their CPU thread pools would otherwise fight over the cores. Rounds
+    # alternate between them, so a slow spell of a shared machine falls on both alike; both get the same
+    # allocator setting.
+    env = os.environ.copy() if args.no_huge_pages else huge_pages.environment()
+    rounds = {"jax": [], "torch": []}
+    for framework in ("jax", "torch") * args.rounds:
         cmd = [
             sys.executable,
             os.path.abspath(__file__),
@@ -204,8 +216,11 @@ def main():
         ]
         for size in args.size:
             cmd += ["--size", size]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        measured[framework] = json.loads(done.stdout.strip().splitlines()[-1])
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+        rounds[framework].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    # per size and quantity, the median over rounds
+    measured = {fw: {size: [float(np.median([r[size][i] for r in rs])) for i in range(len(rs[0][size]))]
+                     for size in args.size} for fw, rs in rounds.items()}
     results = {}
     for size in args.size:
         jax_train, jax_embed, flops, rate = measured["jax"][size]
@@ -233,6 +248,8 @@ def main():
                 "machine": platform.machine(),
                 "jax": jax.__version__,
                 "torch": torch.__version__,
+                "huge_pages": "glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", ""),
+                "rounds": args.rounds,
                 "results": results,
             }
         )
