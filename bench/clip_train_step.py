@@ -248,7 +248,7 @@ def main():
                 "machine": platform.machine(),
                 "jax": jax.__version__,
                 "torch": torch.__version__,
-                "huge_pages": "glibc.malloc.hugetlb=1" in env.get("GLIBC_TUNABLES", ""),
+                "huge_pages": huge_pages.active(env),
                 "rounds": args.rounds,
                 "results": results,
             }

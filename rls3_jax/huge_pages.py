@@ -42,8 +42,9 @@ def environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def active() -> bool:
-    return "glibc.malloc.hugetlb=1" in os.environ.get("GLIBC_TUNABLES", "")
+def active(env: dict[str, str] | None = None) -> bool:
+    """Whether `env` (default os.environ) sets the tunable."""
+    return TUNABLE in (os.environ if env is None else env).get("GLIBC_TUNABLES", "")
 
 
 def reexec(argv: list[str]) -> None:

@@ -15,6 +15,7 @@ def test_environment_adds_the_tunable_once_beside_others(monkeypatch):
     other = huge_pages.environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert other["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:" + huge_pages.TUNABLE
     assert huge_pages.environment(other) == other  # already there: unchanged
+    assert huge_pages.active(other) and not huge_pages.active({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     chosen = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}  # a user's own choice wins
     assert huge_pages.environment(chosen) == chosen
 
