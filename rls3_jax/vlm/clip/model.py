@@ -22,6 +22,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rls3_jax.vlm import attention
+
 _ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -163,7 +165,7 @@ class CLIPAttention(nn.Module):
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
         if allowed is not None:
             logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        weights = attention.softmax(logits).astype(self.dtype)
         out = jnp.einsum("bhqk,bhkd->bhqd", weights, v).swapaxes(1, 2).reshape(x.shape)
         return dense("out_proj")(out)
 

@@ -19,6 +19,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from rls3_jax.vlm import attention
+
 # A large negative instead of -inf keeps fully masked rows (padding queries) finite.
 _MASKED = -2.3819763e38
 
@@ -165,7 +167,7 @@ class SiglipAttention(nn.Module):
         split = lambda y: y.reshape(*y.shape[:-1], heads, hd).swapaxes(1, 2)
         q, k, v = split(dense("q_proj")(x)), split(dense("k_proj")(x)), split(dense("v_proj")(x))
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) * hd**-0.5
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        probs = attention.softmax(logits).astype(self.dtype)
         out = jnp.einsum("bhqk,bhkd->bhqd", probs, v).swapaxes(1, 2).reshape(x.shape)
         return dense("out_proj")(out)
 
@@ -284,7 +286,7 @@ class GemmaAttention(nn.Module):
         k, v = (y.astype(self.dtype).transpose(0, 2, 1, 3) for y in (k, v))  # [B, kv, S, hd]
         logits = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32) * hd**-0.5
         logits = jnp.where(jnp.repeat(mask, g, axis=1)[:, None], logits, _MASKED)
-        probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+        probs = attention.softmax(logits).astype(self.dtype)
         out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv, t, g, hd)
         out = out.transpose(0, 2, 1, 3, 4).reshape(b, t, h * hd)
         return dense(c.hidden_size, "o_proj")(out), cache
