@@ -2,9 +2,11 @@
 
 N training-room renders with one random object pair each; every --eval-every steps the mean rubric on 128 val
 renders (training rooms) and 128 test renders (unseen rooms), beside the best consistent image-blind answer of
-each set (rls3_jax.blind). One JSON line per evaluation.
+each set (rls3_jax.blind). One JSON line per evaluation. `--grounded`: answers with both objects' boxes before
+the caption (rls3_jax.vlm.paligemma.detection.grounded_answer), and each line adds the mean IoU of the boxes the
+answers state; `--mirror`: the training set plus its mirror image (rls3_jax.mirror).
 
-    PYTHONPATH=. python bench/paligemma_heldout.py --n 3000 --steps 1500 --eval-every 500 --lr 2e-3
+    PYTHONPATH=. python bench/paligemma_heldout.py --n 3000 --steps 1500 --eval-every 500 --lr 2e-3 [--grounded]
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ from pathlib import Path
 import jax
 
 import sim
-from rls3_jax import blind
+from rls3_jax import blind, mirror
 from rls3_jax.prompts import describe_pair
+from rls3_jax.vlm.paligemma import detection
 from rls3_jax.vlm.paligemma import learner as paligemma_learner
 
 
 def samples(split: str, n: int, seed: int, image_size: int):
     images, metadata = sim.generate_samples(split, n, seed, image_size=image_size)
     rng = random.Random(seed)
-    return images, [describe_pair(m, *rng.sample(range(3), 2)) for m in metadata]
+    return images, [dict(describe_pair(m, *rng.sample(range(3), 2)), metadata=m) for m in metadata]
+
+
+def answer_box_iou(answers, samples) -> float:
+    """Mean IoU of the two boxes a grounded answer states against the true ones (0 for a missing box)."""
+    ious = []
+    for answer, s in zip(answers, samples):
+        parts = answer.split(" ; ")
+        index = {o["name"]: i for i, o in enumerate(s["metadata"]["objects"])}
+        for k, role in enumerate(("located", "reference")):
+            box = detection.parse_box(parts[k]) if k < len(parts) else None
+            truth = detection.object_box(s["metadata"], index[s[role]])
+            ious.append(detection.iou(box, truth) if box is not None else 0.0)
+    return float(sum(ious) / len(ious))
 
 
 def main() -> None:
@@ -39,21 +55,29 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="fine-tune everything, not only Gemma's attention")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mirror", action="store_true", help="add every image's mirror image (left/right swapped)")
+    parser.add_argument("--grounded", action="store_true", help="answer with both objects' boxes, then the caption")
     args = parser.parse_args()
     config, params, tokenizer, _ = paligemma_learner.load_base(args.base, args.base.with_suffix(".json"))
     learner = paligemma_learner.PaliGemmaLearner.from_parts(
-        config, params, tokenizer, full_finetune=args.full, learning_rate=args.lr, train_batch_size=args.batch)
+        config, params, tokenizer, full_finetune=args.full, learning_rate=args.lr, train_batch_size=args.batch,
+        grounded=args.grounded)
     train = samples("train", args.n, 100 + args.seed, learner.image_size)
+    if args.mirror:
+        train = mirror.with_mirrors(*train)
     sets = {"val": samples("val", 128, 7, learner.image_size), "test": samples("test", 128, 8, learner.image_size)}
     floor = {name: blind.paligemma_blind(s)["consistent_metric"] for name, (_, s) in sets.items()}
     state, key, done, start = learner.init_state(0), jax.random.key(args.seed), 0, time.time()
     while True:
-        line = {"step": done, "n": args.n, "lr": args.lr, "full": args.full, "seconds": round(time.time() - start)}
+        line = {"step": done, "n": args.n, "lr": args.lr, "full": args.full, "mirror": args.mirror,
+                "grounded": args.grounded, "seconds": round(time.time() - start)}
         for name, (images, s) in sets.items():
             result = learner.evaluate(state, images, s)
             line[name] = round(result["metric"], 3)
             line[f"{name}_blind_consistent"] = round(floor[name], 3)
             line[f"{name}_per_term"] = {t: round(v, 2) for t, v in result["per_term"].items()}
+            if args.grounded:
+                line[f"{name}_answer_box_iou"] = round(answer_box_iou(result["answers"], s), 3)
         print(json.dumps(line), flush=True)
         if done >= args.steps:
             break

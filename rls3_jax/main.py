@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rls3_jax.config import (
     AGENTS,
+    ANSWERS,
     BUDGET_UNITS,
     CAPTION_PAIRS,
     CLIP_VISION,
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-vision", default="trained", choices=CLIP_VISION,
                         help="CLIP/NegCLIP fine-tune updates the vision tower too (the "
                              "paper) or keeps it as loaded and trains the text tower and projections")
+    parser.add_argument("--answer", default="auto", choices=ANSWERS,
+                        help="PaliGemma's answer: the caption (the paper), or both objects' boxes in its "
+                             "detection format and then the caption; auto: grounded for the embedded model in "
+                             "the simulator outside --preset paper, the caption otherwise")
     parser.add_argument("--weak-terms", default="above,below",
                         help="--vlm weakspot: comma-separated terms the scripted VLM gets wrong (of above, below, "
                              "behind, in front, left, right)")
@@ -142,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from, budget_unit=args.budget_unit, reward=args.reward, caption_pairs=args.caption_pairs,
+        answer=args.answer,
         clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,

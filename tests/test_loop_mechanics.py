@@ -199,6 +199,19 @@ def test_caption_pairs_and_clip_vision_reach_the_clip_learner():
     assert not default.all_pairs and not default.freeze_vision
 
 
+def test_answer_format_follows_the_flag_and_the_preset():
+    pali = dict(vlm="paligemma", preset="default")
+    assert RunConfig(**pali).grounded_answers  # the embedded model in the simulator
+    assert not RunConfig(**pali, answer="caption").grounded_answers
+    assert not RunConfig(vlm="paligemma", preset="paper").grounded_answers  # the paper answers the caption
+    assert not RunConfig(**pali, weights="/some/checkpoint").grounded_answers
+    assert RunConfig(**pali, weights="/some/checkpoint", answer="grounded").grounded_answers
+    assert not RunConfig(vlm="clip").grounded_answers and not RunConfig(vlm="weakspot").grounded_answers
+    smoke = dict(vlm="paligemma", preset="smoke")
+    assert loop.make_learner(RunConfig(**smoke)).grounded
+    assert not loop.make_learner(RunConfig(**smoke, answer="caption")).grounded
+
+
 def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
     from rls3_jax import main
 
@@ -207,6 +220,9 @@ def test_bad_flags_exit_non_zero_with_one_line(tmp_path, capsys):
                          (["--vlm", "paligemma", "--caption-pairs", "all"], "--caption-pairs"),
                          (["--clip-vision", "half"], "--clip-vision"),
                          (["--vlm", "paligemma", "--clip-vision", "frozen"], "--clip-vision"),
+                         (["--answer", "boxes"], "--answer"), (["--vlm", "clip", "--answer", "grounded"], "--answer"),
+                         (["--vlm", "paligemma", "--env", "unity", "--unity-port", "5004", "--answer", "grounded"],
+                          "--env sim"),
                          (["--weights", str(tmp_path / "missing")], "missing")):
         assert main.main([*argv, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()

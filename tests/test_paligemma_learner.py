@@ -13,6 +13,8 @@ from flax.traverse_util import flatten_dict
 import sim
 from rls3_jax import checkpoint
 from rls3_jax.prompts import describe_pair
+from rls3_jax.scoring import rubric_score
+from rls3_jax.vlm.paligemma import detection
 from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
@@ -141,3 +143,34 @@ def test_cached_image_tokens_give_the_uncached_losses_and_parameters(learner, da
     assert moved and all(p[0] == "language_model" and "self_attn" in p for p in moved)
     for path in flat_c:
         np.testing.assert_allclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)
+
+
+def _with_metadata(split, n, seed, size):
+    images, metadata = sim.generate_samples(split, n, seed, image_size=size)
+    return images, [dict(describe_pair(m, 0, 1), metadata=m) for m in metadata]
+
+
+def test_grounded_answer_holds_both_boxes_then_the_caption_and_scores_as_it():
+    _, (sample,) = _with_metadata("test", 1, 3, 32)
+    text = detection.grounded_answer(sample)
+    boxes, second, caption = text.split(" ; ")
+    assert caption == sample["caption"]
+    md = sample["metadata"]
+    assert boxes == detection.detect_answer(md, 0) and second == detection.detect_answer(md, 1)
+    assert boxes.endswith(sample["located"]) and second.endswith(sample["reference"])
+    assert rubric_score(sample["terms"], text) == 5  # location tokens and names state no spatial term
+    with pytest.raises(ValueError, match="needs the sample's metadata"):
+        detection.grounded_answer({k: v for k, v in sample.items() if k != "metadata"})
+
+
+def test_grounded_learner_trains_on_and_answers_with_the_boxes(learner):
+    grounded = PaliGemmaLearner.create(train_batch_size=16, eval_batch_size=32, grounded=True)
+    assert grounded.max_new_tokens >= 40 and not learner.grounded
+    images, samples = _with_metadata("train", 48, 4, grounded.image_size)
+    assert grounded.target(samples[0]) == detection.grounded_answer(samples[0])
+    assert learner.target(samples[0]) == samples[0]["caption"]
+    state, losses = grounded.finetune(grounded.init_state(0), images, samples, 40, jax.random.key(0))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:3])
+    answers = grounded.evaluate(state, images[:8], samples[:8])["answers"]
+    assert all(detection.parse_box(a) is not None for a in answers), answers[:2]
+    assert sum(" is " in a for a in answers) >= 6, answers[:2]  # the caption follows the boxes

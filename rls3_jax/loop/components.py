@@ -46,7 +46,8 @@ def make_learner(config: RunConfig) -> Learner:
         return PaliGemmaLearner.create(config.weights, seed=config.seed, learning_rate=learning_rate,
                                        train_batch_size=config.vlm_batch_size, mesh=mesh,
                                        dtype=None if config.dtype == "auto" else config.dtype,
-                                       param_dtype="bfloat16" if config.dtype == "bfloat16" else "float32")
+                                       param_dtype="bfloat16" if config.dtype == "bfloat16" else "float32",
+                                       grounded=config.grounded_answers)
     from rls3_jax.vlm.clip.learner import ClipLearner
 
     return ClipLearner.create(config.weights, seed=config.seed, negclip=config.vlm == "negclip",

@@ -78,3 +78,17 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     w = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - h * w
     return float(h * w / union) if union > 0 else 0.0
+
+
+def grounded_answer(sample: dict) -> str:
+    """The spatial answer preceded by both objects' boxes, in the order the question names them:
+    '<loc..>x4 small pot ; <loc..>x4 cup ; The small pot is to the left of the cup.'
+
+    The boxes are what "detect small pot ; cup" answers (the base's own skill); the caption that follows can
+    then read the two objects' places from the answer's location tokens. Needs the sample's `metadata`."""
+    metadata = sample.get("metadata")
+    if metadata is None:
+        raise ValueError(f"a grounded answer needs the sample's metadata (sample {sample.get('caption')!r} has none)")
+    index = {o["name"]: i for i, o in enumerate(metadata["objects"])}
+    boxes = [detect_answer(metadata, index[sample[role]]) for role in ("located", "reference")]
+    return " ; ".join(boxes) + " ; " + sample["caption"]

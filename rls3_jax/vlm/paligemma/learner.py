@@ -4,7 +4,8 @@ answer, answers scored by the rubric (paper sections 3.2, 4.3, 4.4).
 `PaliGemmaLearner.create()` gives the embedded default: a small PaliGemma-architecture model with a closed
 word vocabulary, starting from the base weights shipped in rls3_jax/assets/ (pretrained on naming the objects
 of the training scenes; see pretrain.py) or from a random init when they are absent.
-`create(path)` loads a real Hugging Face PaliGemma checkpoint with its own tokenizer.
+`create(path)` loads a real Hugging Face PaliGemma checkpoint with its own tokenizer. `grounded=True` teaches, and
+asks for, both objects' boxes in PaliGemma's detection format before the caption (detection.grounded_answer).
 The object holds no mutable state: parameters and optimiser state live in the `state` pytree.
 """
 
@@ -25,6 +26,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from rls3_jax import sharding
 from rls3_jax.scoring import paligemma_reward, rubric_score
 from rls3_jax.vlm.paligemma import decode as decoding
+from rls3_jax.vlm.paligemma import detection
 from rls3_jax.vlm.paligemma import train as paligemma_train
 from rls3_jax.vlm.paligemma.inputs import (
     HFPrompts,
@@ -113,6 +115,7 @@ class PaliGemmaLearner:
     gather: Any  # jitted (set, indices) -> minibatch sharded over the mesh, padding rows weighted 0
     embed_images: Any  # jitted (params, pixel_values) -> image tokens through the vision tower and projector
     cache_image_features: bool = True  # frozen vision tower: compute each image's tokens once per fine-tuning set
+    grounded: bool = False  # answer with both objects' boxes before the caption (detection.grounded_answer)
     name: str = "paligemma"
 
     @property
@@ -138,15 +141,19 @@ class PaliGemmaLearner:
         base_weights: bool = True,
         mesh=None,
         param_dtype: str = "float32",
+        grounded: bool = False,
     ) -> PaliGemmaLearner:
         """weights=None: the embedded default (base weights from rls3_jax/assets/ when present and
         `base_weights`, else a random init from `seed`); a path: a Hugging Face PaliGemma directory.
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`); param_dtype "bfloat16" stores the
-        frozen parameters in bf16 (trained ones keep float32 master weights); dtype is the compute dtype."""
+        frozen parameters in bf16 (trained ones keep float32 master weights); dtype is the compute dtype.
+        grounded: fine-tune on, and answer with, both objects' boxes before the caption (needs samples with
+        metadata); the rubric reads only the answer's spatial words."""
         dtype = dtype or _default_dtype()
         options = dict(
             full_finetune=full_finetune, learning_rate=learning_rate, eval_batch_size=eval_batch_size,
             train_batch_size=train_batch_size, max_new_tokens=max_new_tokens, mesh=mesh, param_dtype=param_dtype,
+            grounded=grounded,
         )
         if weights is None:
             if base_weights and BASE_WEIGHTS.is_file() and BASE_CONFIG.is_file():
@@ -161,14 +168,14 @@ class PaliGemmaLearner:
         model, params = from_pretrained(weights, dtype=dtype)
         spec = ImageSpec.from_preprocessor_config(Path(weights) / "preprocessor_config.json", model.config.vision.image_size)
         options["learning_rate"] = learning_rate or 1e-5
-        options["max_new_tokens"] = max_new_tokens or 32
+        options["max_new_tokens"] = max_new_tokens or (64 if grounded else 32)
         return cls._assemble(model, params, HFPrompts(weights), spec, **options)
 
     @classmethod
     def from_parts(cls, config: PaliGemmaConfig, params, tokenizer: WordTokenizer, **options) -> PaliGemmaLearner:
         """A word-tokenizer learner from a config, parameters and vocabulary (the embedded default's pieces)."""
         options["learning_rate"] = options.get("learning_rate") or 2e-3
-        options["max_new_tokens"] = options.get("max_new_tokens") or 20
+        options["max_new_tokens"] = options.get("max_new_tokens") or (44 if options.get("grounded") else 20)
         spec = ImageSpec(config.vision.image_size)
         return cls._assemble(PaliGemma(config), params, WordPrompts(tokenizer), spec, **options)
 
@@ -176,6 +183,7 @@ class PaliGemmaLearner:
     def _assemble(
         cls, model, params, prompts, spec, *, full_finetune=False, learning_rate, eval_batch_size=32,
         train_batch_size=16, max_new_tokens, mesh=None, param_dtype="float32", cache_image_features=True,
+        grounded=False,
     ) -> PaliGemmaLearner:
         if param_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"PaliGemma param_dtype {param_dtype!r} is not float32 or bfloat16")
@@ -221,6 +229,7 @@ class PaliGemmaLearner:
             embed_images=jax.jit(lambda params, pixels: model.apply({"params": params}, pixels, method=PaliGemma.embed_image),
                                  in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
             cache_image_features=cache_image_features and not full_finetune,
+            grounded=grounded,
         )
 
     # ------------------------------------------------------------------------------------------- state
@@ -284,7 +293,7 @@ class PaliGemmaLearner:
         questions = [s["question"] for s in samples]
         answers = self.answer(state, images, questions)
         scores = np.array([rubric_score(s["terms"], a) for s, a in zip(samples, answers)], np.float64)
-        nll = self.answer_nll(state, images, questions, [s["caption"] for s in samples])
+        nll = self.answer_nll(state, images, questions, [self.target(s) for s in samples])
         per_term, per_complexity = {}, {}
         for term in ("above", "below", "behind", "in front", "left", "right"):
             sel = [i for i, s in enumerate(samples) if term in s["terms"]]
@@ -309,8 +318,11 @@ class PaliGemmaLearner:
     def finetune(self, state, images, samples: Sequence[dict], k: int, key) -> tuple[dict, list[float]]:
         """k steps on minibatches of train_batch_size drawn (with replacement) from the set."""
         questions = [s["question"] for s in samples]
-        captions = [s["caption"] for s in samples]
-        return self.finetune_on(state, images, questions, captions, k, key)
+        return self.finetune_on(state, images, questions, [self.target(s) for s in samples], k, key)
+
+    def target(self, sample: dict) -> str:
+        """The answer a sample teaches: its caption, or with `grounded` the boxes and then the caption."""
+        return detection.grounded_answer(sample) if self.grounded else sample["caption"]
 
     def finetune_on(self, state, images, questions, answers, k: int, key) -> tuple[dict, list[float]]:
         n = len(questions)
