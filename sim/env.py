@@ -5,9 +5,11 @@ Observation (32 float32, roughly in [-1, 1]; positions: x/3, y/1.5 - 1, z/3 in m
     [1]      global scene index (0-7) mapped to [-1, 1]
     [2:5]    size of the surface under that object: width x / 3, top height / 3, depth z / 3
     [5:8]    centre of that surface (x, top height, z), normalised as positions
-    [8:26]   the three active objects: position (3) then rotation (3) each
+    [8:26]   the three active objects: position (3) then rotation (3) each, in slot order, or with
+             `observation="selected-first"` the selected one first and the next slots after it (cyclically)
     [26:32]  camera position (3) and rotation (3)
-Action: [-1, 1]^3, a displacement of the selected object (see `sim.geometry` for the exact rule).
+Action: [-1, 1]^3, a displacement of the selected object, or with `move="surface"` a designated surface and a
+place on it (see `sim.geometry` for the exact rules).
 Reward: +1 for a valid move, -1 for an invalid one (paper Eq. 2); an invalid move changes nothing.
 The vector is `sim.geometry.observation` of the state (numpy here; jax.numpy in `rls3_jax.envs.jax_sim`).
 Each episode uses the next scene of the split (starting at a seeded random one); which object moves next and
@@ -161,8 +163,12 @@ class IndoorSceneEnv(gym.Env):
         valid_per_episode: int | None = None,
         max_episode_steps: int | None = None,
         swap_prob: float = 0.1,
+        move: str = "displacement",
+        observation: str = "slots",
     ):
         check_env_arguments("IndoorSceneEnv", split, render_mode, valid_per_episode, max_episode_steps)
+        self.move = geometry.check_move(move)
+        self.observation = geometry.check_observation(observation)
         if not 0.0 <= swap_prob <= 1.0:
             raise ValueError(f"IndoorSceneEnv: swap_prob must be in [0, 1], got {swap_prob!r}")
         self.split = split
@@ -242,6 +248,7 @@ class IndoorSceneEnv(gym.Env):
             a1,
             a2,
             self.scene.move_scale,
+            self.move,
         )
         self._steps += 1
         if valid:
@@ -335,4 +342,4 @@ class IndoorSceneEnv(gym.Env):
         geo = dict(self._scene_arrays[self._scene_slot])
         geo["object_pos"] = np.array(self._pos)
         geo["object_surface"] = np.array(self._surf)
-        return geometry.observation(geo, self._k)
+        return geometry.observation(geo, self._k, order=self.observation)

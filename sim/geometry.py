@@ -22,6 +22,11 @@ The move of active object k by action a in [-1, 1]^3 (clipped):
   The move is valid iff such a surface exists, the object's footprint lies fully inside it, and the object's
   box at rest (bottom on that surface) overlaps no other active object's box (touching is allowed).
   An invalid move leaves the state unchanged.
+The "surface" rule (`MOVES`; the stand-in's alone, the Unity environment moves by displacement) reads a_x as
+  the choice of one of the scene's designated surfaces (equal bins of [-1, 1], lowest to highest) and a_y, a_z
+  as the place on it
+  (-1 and 1 put the object's edge on the surface's edges); the object rests on that surface, and the move is
+  valid iff the object fits on it and overlaps no other active object.
 
 `move(geo, k, action, xp)` is the array form (jit-able with xp=jax.numpy; k may be traced);
 `move_scalar(...)` is the same rule in plain Python floats for the environment's hot path. Tests check that
@@ -41,6 +46,12 @@ EPS = 1e-6  # containment slack / contact allowance
 POS_SCALE = 3.0
 Y_MID = 1.5
 N_SCENES_TOTAL = 8
+# How an action moves the selected object: "displacement" is the paper's (and the Unity environment's) relative
+# move; "surface" names a designated surface and a place on it (the stand-in's; see `target`).
+MOVES = ("displacement", "surface")
+# The order of the objects in the observation: by slot (the paper's, Unity's), or the selected one first and the
+# other two after it in slot order, cyclically (the stand-in's; an agent then finds the object it moves in one place).
+OBSERVATIONS = ("slots", "selected-first")
 
 
 def scene_arrays(scene) -> dict:
@@ -72,25 +83,44 @@ def stacked_scene_arrays(scenes) -> dict:
     return {key: np.stack([a[key] for a in arrays]) for key in arrays[0]}
 
 
-def target(geo: dict, k, action, xp=np):
-    """Where active object k would come to rest under `action`: (centre [3], surface index, valid)."""
-    pos, half = geo["object_pos"], geo["object_half"]
-    center, shalf, mask = geo["surface_center"], geo["surface_half"], geo["surface_mask"]
-    scale = geo["move_scale"]
-    a = xp.clip(xp.asarray(action, dtype=pos.dtype), -1.0, 1.0)
-    p, h = pos[k], half[k]
+def _drop(geo: dict, k, a, xp):
+    """The displacement move: (surface, target x, target z, whether a surface catches the object)."""
+    p, h = geo["object_pos"][k], geo["object_half"][k]
+    center, shalf, mask, scale = geo["surface_center"], geo["surface_half"], geo["surface_mask"], geo["move_scale"]
     tx = p[0] + a[0] * scale[0]
     tb = (p[1] - h[1]) + a[1] * scale[1]
     tz = p[2] + a[2] * scale[2]
     cx, top, cz = center[:, 0], center[:, 1], center[:, 2]
     under = mask & (xp.abs(tx - cx) <= shalf[:, 0]) & (xp.abs(tz - cz) <= shalf[:, 1])
     catch = under & (top <= tb + DROP_TOL) & (tb - top <= MAX_DROP)
-    s = xp.argmax(xp.where(catch, top, -xp.inf))
-    found = xp.any(catch)
-    inside = (xp.abs(tx - cx[s]) + h[0] <= shalf[s, 0] + EPS) & (
-        xp.abs(tz - cz[s]) + h[2] <= shalf[s, 1] + EPS
+    return xp.argmax(xp.where(catch, top, -xp.inf)), tx, tz, xp.any(catch)
+
+
+def _pick(geo: dict, k, a, xp):
+    """The surface move: a_0 picks one of the scene's surfaces, lowest to highest in equal bins of [-1, 1] (so
+    that a_0 reads as a height in every scene), a_1 and a_2 the place on it (-1 and 1 put the object's edge on
+    the surface's edges)."""
+    h = geo["object_half"][k]
+    center, shalf, mask = geo["surface_center"], geo["surface_half"], geo["surface_mask"]
+    n = xp.sum(mask)
+    by_height = xp.argsort(xp.where(mask, center[:, 1], xp.inf), stable=True)
+    s = by_height[xp.clip(xp.floor((a[0] + 1.0) / 2.0 * n), 0, n - 1).astype(xp.int32)]
+    tx = center[s, 0] + a[1] * xp.maximum(shalf[s, 0] - h[0], 0.0)
+    tz = center[s, 2] + a[2] * xp.maximum(shalf[s, 1] - h[2], 0.0)
+    return s, tx, tz, n > 0
+
+
+def target(geo: dict, k, action, xp=np, move: str = "displacement"):
+    """Where active object k would come to rest under `action` (a `MOVES` rule): (centre [3], surface index,
+    valid)."""
+    pos, half = geo["object_pos"], geo["object_half"]
+    a = xp.clip(xp.asarray(action, dtype=pos.dtype), -1.0, 1.0)
+    s, tx, tz, found = (_pick if check_move(move) == "surface" else _drop)(geo, k, a, xp)
+    h, center, shalf = half[k], geo["surface_center"], geo["surface_half"]
+    inside = (xp.abs(tx - center[s, 0]) + h[0] <= shalf[s, 0] + EPS) & (
+        xp.abs(tz - center[s, 2]) + h[2] <= shalf[s, 1] + EPS
     )
-    ny = top[s] + h[1]
+    ny = center[s, 1] + h[1]
     new = xp.stack([tx, ny, tz])
     overlap = (
         (xp.abs(new[0] - pos[:, 0]) < h[0] + half[:, 0] - EPS)
@@ -102,9 +132,21 @@ def target(geo: dict, k, action, xp=np):
     return new, s, valid
 
 
-def move(geo: dict, k, action, xp=np):
+def check_move(move: str) -> str:
+    if move not in MOVES:
+        raise ValueError(f"move rule {move!r} is not one of {', '.join(MOVES)}")
+    return move
+
+
+def check_observation(order: str) -> str:
+    if order not in OBSERVATIONS:
+        raise ValueError(f"observation order {order!r} is not one of {', '.join(OBSERVATIONS)}")
+    return order
+
+
+def move(geo: dict, k, action, xp=np, move: str = "displacement"):
     """Apply the move of active object k: (new geo, valid). The state is unchanged when the move is invalid."""
-    new, s, valid = target(geo, k, action, xp)
+    new, s, valid = target(geo, k, action, xp, move)
     pos = geo["object_pos"]
     sel = (xp.arange(pos.shape[0]) == k) & valid
     out = dict(geo)
@@ -113,14 +155,17 @@ def move(geo: dict, k, action, xp=np):
     return out, valid
 
 
-def observation(geo: dict, selected, xp=np):
-    """The environment's 32-float observation (layout in `sim.env`) from the geometry arrays, as float32."""
+def observation(geo: dict, selected, xp=np, order: str = "slots"):
+    """The environment's 32-float observation (layout in `sim.env`) from the geometry arrays, as float32; the
+    objects in slot order, or (`OBSERVATIONS`) starting with the selected one."""
     k = selected
     s = geo["object_surface"][k]
     c, h = geo["surface_center"][s], geo["surface_half"][s]
     norm = xp.asarray([1.0 / POS_SCALE, 1.0 / Y_MID, 1.0 / POS_SCALE])
     shift = xp.asarray([0.0, 1.0, 0.0])
     pos = geo["object_pos"] * norm - shift
+    if check_observation(order) == "selected-first":  # the slots rotated: the selected one, then the next two
+        pos = pos[(xp.arange(pos.shape[0]) + k) % pos.shape[0]]
     objects = xp.concatenate([pos, xp.zeros_like(pos)], axis=1).reshape(-1)  # rotations are all zero
     head = xp.stack(
         [
@@ -157,7 +202,7 @@ def state_is_valid(geo: dict, xp=np):
     return xp.all(on & inside) & ~xp.any(pair)
 
 
-def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, scale):
+def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, scale, move: str = "displacement"):
     """`target` in plain Python floats (the env's hot path; same operations in the same order).
 
     surfaces: sequence of (cx, top, cz, hx, hz); pos, half: three (x, y, z) sequences; scale: (sx, sy, sz).
@@ -166,24 +211,31 @@ def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, sc
     a0 = -1.0 if a0 < -1.0 else (1.0 if a0 > 1.0 else a0)
     a1 = -1.0 if a1 < -1.0 else (1.0 if a1 > 1.0 else a1)
     a2 = -1.0 if a2 < -1.0 else (1.0 if a2 > 1.0 else a2)
-    px, py, pz = pos[k]
     hx, hy, hz = half[k]
-    tx = px + a0 * scale[0]
-    tb = (py - hy) + a1 * scale[1]
-    tz = pz + a2 * scale[2]
-    best, best_top = -1, -np.inf
-    for i, (cx, top, cz, shx, shz) in enumerate(surfaces):
-        if (
-            abs(tx - cx) <= shx
-            and abs(tz - cz) <= shz
-            and top <= tb + DROP_TOL
-            and tb - top <= MAX_DROP
-            and top > best_top
-        ):
-            best, best_top = i, top
-    if best < 0:
-        return False, (tx, tb + hy, tz), -1
-    cx, top, cz, shx, shz = surfaces[best]
+    if move == "surface":
+        by_height = sorted(range(len(surfaces)), key=lambda i: surfaces[i][1])
+        best = by_height[min(max(int(np.floor((a0 + 1.0) / 2.0 * len(surfaces))), 0), len(surfaces) - 1)]
+        cx, top, cz, shx, shz = surfaces[best]
+        tx = cx + a1 * max(shx - hx, 0.0)
+        tz = cz + a2 * max(shz - hz, 0.0)
+    else:
+        px, py, pz = pos[k]
+        tx = px + a0 * scale[0]
+        tb = (py - hy) + a1 * scale[1]
+        tz = pz + a2 * scale[2]
+        best, best_top = -1, -np.inf
+        for i, (cx, top, cz, shx, shz) in enumerate(surfaces):
+            if (
+                abs(tx - cx) <= shx
+                and abs(tz - cz) <= shz
+                and top <= tb + DROP_TOL
+                and tb - top <= MAX_DROP
+                and top > best_top
+            ):
+                best, best_top = i, top
+        if best < 0:
+            return False, (tx, tb + hy, tz), -1
+        cx, top, cz, shx, shz = surfaces[best]
     ny = top + hy
     if not (abs(tx - cx) + hx <= shx + EPS and abs(tz - cz) + hz <= shz + EPS):
         return False, (tx, ny, tz), best

@@ -10,9 +10,10 @@ from rls3_jax.envs import jax_sim
 from sim import geometry
 
 
-@pytest.fixture(scope="module")
-def envs():
-    py_env = sim.IndoorSceneEnv("train", max_episode_steps=40, swap_prob=0.0)
+@pytest.fixture(scope="module", params=list(zip(geometry.MOVES, geometry.OBSERVATIONS)))
+def envs(request):
+    move, observation = request.param
+    py_env = sim.IndoorSceneEnv("train", max_episode_steps=40, swap_prob=0.0, move=move, observation=observation)
     return py_env, jax_sim.from_python_env(py_env, bank_size=64)
 
 

@@ -106,6 +106,25 @@ def test_observation_layout():
     np.testing.assert_allclose(obs[29:32], np.array(env.scene.camera_rotation) / 180, rtol=1e-6)
 
 
+def test_selected_first_observation_rotates_the_object_slots():
+    slots, first = sim.IndoorSceneEnv(split="train"), sim.IndoorSceneEnv(split="train", observation="selected-first")
+    a, _ = slots.reset(seed=3)
+    b, _ = first.reset(seed=3)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        k = slots.selected
+        seen.add(k)
+        objects = a[8:26].reshape(3, 6)
+        np.testing.assert_array_equal(b[8:26].reshape(3, 6), objects[[(k + i) % 3 for i in range(3)]])
+        np.testing.assert_array_equal(np.delete(b, range(8, 26)), np.delete(a, range(8, 26)))
+        action = rng.uniform(-0.3, 0.3, 3).astype(np.float32)
+        a, b = slots.step(action)[0], first.step(action)[0]
+    assert seen == {0, 1, 2}
+    with pytest.raises(ValueError, match="sideways"):
+        sim.IndoorSceneEnv(observation="sideways")
+
+
 def test_array_observation_matches_env():
     jax = pytest.importorskip("jax")
     observe = jax.jit(lambda g, k: geometry.observation(g, k, xp=jax.numpy))

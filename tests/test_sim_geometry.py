@@ -27,12 +27,14 @@ def make_geo(scene, names, positions_on):
     return geo
 
 
-def scalar_move(geo, k, action):
-    # Padding rows get a negative half-size: they contain no point, like a masked row.
+def scalar_move(geo, k, action, move="displacement"):
+    # Padding rows get a negative half-size: they contain no point, like a masked row. The surface rule counts
+    # the scene's surfaces, so it gets the real rows alone (as the environment passes them).
     surfaces = [
         tuple(geo["surface_center"][i].tolist())
         + (tuple(geo["surface_half"][i].tolist()) if m else (-1.0, -1.0))
         for i, m in enumerate(geo["surface_mask"])
+        if m or move == "displacement"
     ]
     return geometry.move_scalar(
         surfaces,
@@ -41,6 +43,7 @@ def scalar_move(geo, k, action):
         k,
         *map(float, action),
         geo["move_scale"].tolist(),
+        move,
     )
 
 
@@ -54,6 +57,7 @@ def surf(name):
 
 
 TABLE, COUNTER, STOOL = surf("kitchen table"), surf("counter"), surf("stool")
+RANK = {s: r for r, s in enumerate(np.argsort([x.center[1] for x in KITCHEN.surfaces]))}  # surface -> height rank
 
 
 def kitchen_geo():
@@ -178,15 +182,16 @@ def random_state(rng: random.Random, scene=None):
     return geo
 
 
-def test_scalar_matches_numpy():
+@pytest.mark.parametrize("move", geometry.MOVES)
+def test_scalar_matches_numpy(move):
     rng = random.Random(0)
     n_valid = 0
     for _ in range(400):
         geo = random_state(rng)
         k = rng.randrange(3)
         action = [rng.uniform(-1.2, 1.2) for _ in range(3)]
-        new, valid = geometry.move(geo, k, action)
-        s_valid, s_pos, s_surf = scalar_move(geo, k, action)
+        new, valid = geometry.move(geo, k, action, move=move)
+        s_valid, s_pos, s_surf = scalar_move(geo, k, action, move)
         assert bool(valid) == s_valid
         if s_valid:
             n_valid += 1
@@ -203,13 +208,14 @@ def _batch(n, seed):
     return geos, ks, actions
 
 
-def test_jax_matches_numpy():
+@pytest.mark.parametrize("move", geometry.MOVES)
+def test_jax_matches_numpy(move):
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
     geos, ks, actions = _batch(256, 1)
     stacked = {key: np.stack([g[key] for g in geos]) for key in geos[0]}
-    expect = [geometry.move(g, int(k), a) for g, k, a in zip(geos, ks, actions)]
-    step = jax.jit(jax.vmap(lambda g, k, a: geometry.move(g, k, a, xp=jnp)))
+    expect = [geometry.move(g, int(k), a, move=move) for g, k, a in zip(geos, ks, actions)]
+    step = jax.jit(jax.vmap(lambda g, k, a: geometry.move(g, k, a, xp=jnp, move=move)))
     with jax.enable_x64(True):
         got, valid = step(stacked, ks, actions)
         valid = np.asarray(valid)
@@ -240,8 +246,12 @@ def test_jax_matches_numpy():
     action=st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=3, max_size=3),
 )
 def test_fuzz_moves_keep_state_valid(seed, k, action):
-    geo = random_state(random.Random(seed))
-    new, valid = geometry.move(geo, k, action)
+    for move in geometry.MOVES:
+        _check_fuzzed_move(random_state(random.Random(seed)), k, action, move)
+
+
+def _check_fuzzed_move(geo, k, action, move):
+    new, valid = geometry.move(geo, k, action, move=move)
     if bool(valid):
         assert geometry.state_is_valid(new)
         others = [j for j in range(3) if j != k]
@@ -249,7 +259,45 @@ def test_fuzz_moves_keep_state_valid(seed, k, action):
     else:
         for key in geo:
             np.testing.assert_array_equal(new[key], geo[key])
-    assert scalar_move(geo, k, action)[0] == bool(valid)
+    assert scalar_move(geo, k, action, move)[0] == bool(valid)
+
+
+def test_surface_move_picks_the_surface_and_the_place_on_it():
+    geo = kitchen_geo()
+    n = len(KITCHEN.surfaces)
+    shelf = surf("wall shelf")
+    pick = lambda s: -1.0 + (2 * RANK[s] + 1) / n  # the middle of surface s's bin of [-1, 1]
+    for corner in ((-1.0, -1.0), (1.0, 1.0), (0.3, -0.6)):
+        new, valid = geometry.move(geo, 0, [pick(shelf), *corner], move="surface")
+        assert bool(valid) and int(new["object_surface"][0]) == shelf
+        assert geometry.state_is_valid(new)
+        c, h, half = KITCHEN.surfaces[shelf].center, KITCHEN.surfaces[shelf].half, OBJECT_HALF[object_index("cup")]
+        expect = [c[0] + corner[0] * (h[0] - half[0]), c[1] + half[1], c[2] + corner[1] * (h[1] - half[2])]
+        np.testing.assert_allclose(new["object_pos"][0], expect, atol=1e-12)
+    # the bins go from the lowest surface to the highest and cover [-1, 1]
+    tops = [x.center[1] for x in KITCHEN.surfaces]
+    picked = [int(geometry.target(geo, 0, [a, 0.0, 0.0], move="surface")[1]) for a in np.linspace(-1, 1, 41)]
+    assert picked[0] == int(np.argmin(tops)) and picked[-1] == shelf == int(np.argmax(tops))
+    assert [tops[s] for s in picked] == sorted(tops[s] for s in picked)
+    assert set(picked) == set(range(n))
+    # onto the plate's spot on the counter: an overlap, invalid and nothing changes
+    new, valid = geometry.move(geo, 0, [pick(COUNTER), 0.0, 0.0], move="surface")
+    assert not bool(valid)
+    np.testing.assert_array_equal(new["object_pos"], geo["object_pos"])
+
+
+def test_surface_move_is_invalid_where_the_object_does_not_fit():
+    geo = kitchen_geo()
+    half = geo["surface_half"].copy()
+    half[TABLE] = [0.05, 0.05]  # narrower than the cup
+    geo["surface_half"] = half
+    n = len(KITCHEN.surfaces)
+    assert not bool(geometry.move(geo, 2, [-1.0 + (2 * RANK[TABLE] + 1) / n, 0.0, 0.0], move="surface")[1])
+
+
+def test_unknown_move_rule_is_an_error():
+    with pytest.raises(ValueError, match="teleport"):
+        geometry.move(kitchen_geo(), 0, [0.0, 0.0, 0.0], move="teleport")
 
 
 def test_scene_arrays_padding():

@@ -54,6 +54,8 @@ class JaxSceneEnv:
     valid_per_episode: int | None = None
     max_episode_steps: int | None = None
     swap_prob: float = 0.1
+    move: str = "displacement"  # sim.geometry.MOVES
+    observation: str = "slots"  # sim.geometry.OBSERVATIONS
 
     # ---- pure functions ----
 
@@ -68,7 +70,7 @@ class JaxSceneEnv:
     def step(self, state: EnvState, action: jax.Array, key: jax.Array):
         """-> (state, obs, reward, terminated, truncated, valid), as `IndoorSceneEnv.step` without info."""
         k_swap, k_slot, k_next = jax.random.split(key, 3)
-        geo, valid = geometry.move(self._geometry(state), state.k, action, xp=jnp)
+        geo, valid = geometry.move(self._geometry(state), state.k, action, xp=jnp, move=self.move)
         moved = state.replace(pos=geo["object_pos"], surf=geo["object_surface"])
         swap = valid & (jax.random.uniform(k_swap) < self.swap_prob)
         swapped = self._swap(moved, jax.random.randint(k_slot, (), 0, geometry.N_ACTIVE), k_next)
@@ -88,7 +90,7 @@ class JaxSceneEnv:
 
     def observe(self, state: EnvState) -> jax.Array:
         """The 32-float observation: `sim.geometry.observation`, the builder `sim.IndoorSceneEnv` uses."""
-        return geometry.observation(self._geometry(state), state.k, xp=jnp)
+        return geometry.observation(self._geometry(state), state.k, xp=jnp, order=self.observation)
 
     # ---- helpers ----
 
@@ -185,6 +187,8 @@ def from_python_env(env: IndoorSceneEnv, bank_size: int = 2048, seed: int = 0) -
         valid_per_episode=env.valid_per_episode,
         max_episode_steps=env.max_episode_steps,
         swap_prob=env.swap_prob,
+        move=env.move,
+        observation=env.observation,
     )
 
 
