@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from bench_loop import resume, run_main  # the sibling bench: one run of rls3_jax.main, resumed when begun
 
+from rls3_jax.config import RunConfig
 from rls3_jax.prompts import spatial_terms
 
 
@@ -38,12 +39,12 @@ def run_figures(out: Path) -> dict:
             "finetune_samples": int(sum(sizes)), "iterations": last["iteration"]}
 
 
-def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: int) -> dict:
+def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: int, move: str) -> dict:
     """The greedy one-step oracle's weak-term share (one random pair per valid move, as the loop describes)."""
     import sim
     from sim import geometry
 
-    env = sim.IndoorSceneEnv(split="train", image_size=64)
+    env = sim.IndoorSceneEnv(split="train", image_size=64, move=move)
     rng = np.random.default_rng(seed)
     env.reset(seed=seed)
     hits, valid, steps = 0, 0, 0
@@ -54,7 +55,7 @@ def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: 
             forward = env.sample_metadata()["camera"]["forward"]
             best, action = -1.0, rng.uniform(-1, 1, 3)
             for a in rng.uniform(-1, 1, (candidates, 3)):
-                new, _, ok = geometry.target(geo, int(geo["selected"]), a)
+                new, _, ok = geometry.target(geo, int(geo["selected"]), a, move=move)
                 if ok:
                     pos = geo["object_pos"].copy()
                     pos[int(geo["selected"])] = new
@@ -89,6 +90,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--oracle-episodes", type=int, default=10, help="per seed")
     parser.add_argument("--oracle-candidates", type=int, default=64)
+    parser.add_argument("--action", default="auto", choices=("auto", "displacement", "surface"),
+                        help="rls3_jax.main's --action, for both agents and the oracle")
+    parser.add_argument("--observation", default="auto", choices=("auto", "slots", "selected-first"),
+                        help="rls3_jax.main's --observation, for both agents")
     parser.add_argument("--out", default="bench_runs/weakspot")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further flags for rls3_jax.main (after --)")
     args = parser.parse_args()
@@ -98,7 +103,8 @@ def main() -> None:
         for seed in args.seeds:
             tag = terms.replace(",", "+").replace(" ", "_")
             sac_dir, rnd_dir = Path(args.out) / f"{tag}-sac-{seed}", Path(args.out) / f"{tag}-random-{seed}"
-            common = ["--vlm", "weakspot", "--weak-terms", terms, "--seed", str(seed)]
+            common = ["--vlm", "weakspot", "--weak-terms", terms, "--seed", str(seed), "--action", args.action,
+                      "--observation", args.observation]
             run_main(*common, "--agent", "sac", "--iterations", str(args.iterations), "--min-iterations",
                      str(args.iterations), "--out", str(sac_dir), *resume(sac_dir), *extra)
             run_main(*common, "--agent", "random", "--budget-from", str(sac_dir), "--out", str(rnd_dir),
@@ -106,10 +112,11 @@ def main() -> None:
             runs["sac"].append(run_figures(sac_dir))
             runs["random"].append(run_figures(rnd_dir))
         sac, rnd = summarise(runs["sac"]), summarise(runs["random"])
-        oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed)
+        move = RunConfig(action=args.action).move
+        oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed, move)
                    for seed in args.seeds]
         oracle = {key: float(np.mean([o[key] for o in oracles])) for key in ("share", "valid_fraction")}
-        line = {"weak_terms": terms, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
+        line = {"weak_terms": terms, "action": move, "observation": RunConfig(observation=args.observation).observation_order, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
                 "sac": sac, "random": rnd, "share_ratio": sac["share"] / max(rnd["share"], 1e-9),
                 "greedy_oracle": oracle,
                 "goal_met": sac["share"] >= 2 * rnd["share"] and sac["valid_fraction"] >= rnd["valid_fraction"]}

@@ -22,6 +22,8 @@ CAPTION_PAIRS = ("one", "all")
 CLIP_VISION = ("trained", "frozen")
 BUDGET_UNITS = ("samples", "moves")
 ANSWERS = ("auto", "caption", "grounded")
+ACTIONS = ("auto", "displacement", "surface")
+OBSERVATIONS = ("auto", "slots", "selected-first")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class RunConfig:
     caption_pairs: str = "one"  # CLIP fine-tuning captions per image: the sample's one pair, or all its pairs
     clip_vision: str = "trained"  # CLIP fine-tuning: update the vision tower too, or keep it frozen
     answer: str = "auto"  # PaliGemma's answer: the caption, or both boxes then the caption (auto: see grounded_answers)
+    action: str = "auto"  # how an action moves an object (sim.geometry.MOVES; auto: see `move`)
+    observation: str = "auto"  # the order of the objects the agent observes (sim.geometry.OBSERVATIONS; auto: slots)
     weak_terms: str = "above,below"  # --vlm weakspot: the terms it gets wrong (rls3_jax.vlm.weakspot)
     weakspot_learns: int = 0  # --vlm weakspot: a weak term is mastered after this many samples of it (0: never)
     # scale-out
@@ -75,7 +79,8 @@ class RunConfig:
     def validate(self) -> None:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
                               ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS),
-                              ("clip_vision", CLIP_VISION), ("budget_unit", BUDGET_UNITS), ("answer", ANSWERS)):
+                              ("clip_vision", CLIP_VISION), ("budget_unit", BUDGET_UNITS), ("answer", ANSWERS),
+                              ("action", ACTIONS), ("observation", OBSERVATIONS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
@@ -99,6 +104,10 @@ class RunConfig:
             raise ValueError(f"--answer {self.answer} applies to paligemma, not {self.vlm}")
         if self.answer == "grounded" and self.env != "sim":
             raise ValueError("--answer grounded projects the boxes through the stand-in simulator's camera (--env sim)")
+        if self.action == "surface" and self.env != "sim":
+            raise ValueError("--action surface is the stand-in simulator's move (--env sim); Unity moves by displacement")
+        if self.observation == "selected-first" and self.env != "sim":
+            raise ValueError("--observation selected-first is the stand-in simulator's (--env sim); Unity's lists slots")
         if self.vlm == "weakspot":
             from rls3_jax.vlm.weakspot import parse_weak_terms
 
@@ -122,6 +131,16 @@ class RunConfig:
         if self.answer == "auto":
             return self.vlm == "paligemma" and self.weights is None and self.env == "sim" and self.preset != "paper"
         return self.answer == "grounded"
+
+    @property
+    def move(self) -> str:
+        """The environment's move rule (sim.geometry.MOVES)."""
+        return "displacement" if self.action == "auto" else self.action
+
+    @property
+    def observation_order(self) -> str:
+        """The order of the objects in the environment's observation (sim.geometry.OBSERVATIONS)."""
+        return "slots" if self.observation == "auto" else self.observation
 
     @property
     def budget_key(self) -> str:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from rls3_jax.config import (
+    ACTIONS,
     AGENTS,
     ANSWERS,
     BUDGET_UNITS,
@@ -21,6 +22,7 @@ from rls3_jax.config import (
     CLIP_VISION,
     DTYPES,
     ENVS,
+    OBSERVATIONS,
     PRESETS,
     REWARD_MODES,
     RUBRIC_VLMS,
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PaliGemma's answer: the caption (the paper), or both objects' boxes in its "
                              "detection format and then the caption; auto: grounded for the embedded model in "
                              "the simulator outside --preset paper, the caption otherwise")
+    parser.add_argument("--action", default="auto", choices=ACTIONS,
+                        help="how an action moves the selected object: displacement (the paper's, Unity's) or "
+                             "surface (the stand-in's: a designated surface and a place on it); auto: displacement")
+    parser.add_argument("--observation", default="auto", choices=OBSERVATIONS,
+                        help="the order of the objects in the agent's observation: slots (the paper's, Unity's) or "
+                             "selected-first (the stand-in's: the object to move first); auto: slots")
     parser.add_argument("--weak-terms", default="above,below",
                         help="--vlm weakspot: comma-separated terms the scripted VLM gets wrong (of above, below, "
                              "behind, in front, left, right)")
@@ -147,7 +155,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from, budget_unit=args.budget_unit, reward=args.reward, caption_pairs=args.caption_pairs,
-        answer=args.answer,
+        answer=args.answer, action=args.action, observation=args.observation,
         clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,

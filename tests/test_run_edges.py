@@ -29,7 +29,12 @@ def test_help_lists_every_choice():
 
 @pytest.mark.parametrize("argv, needle", [(["--beta", "nan"], "--beta"), (["--learning-rate", "inf"], "--learning-rate"),
                                           (["--eta", "nan"], "--eta"), (["--vlm", "gpt"], "--vlm"),
-                                          (["--log-level", "loud"], "--log-level")])
+                                          (["--log-level", "loud"], "--log-level"),
+                                          (["--observation", "sideways"], "--observation"),
+                                          (["--action", "surface", "--env", "unity", "--unity-port", "5005"],
+                                           "--action surface"),
+                                          (["--observation", "selected-first", "--env", "unity", "--unity-port",
+                                            "5005"], "--observation selected-first")])
 def test_bad_values_stop_before_jax_loads(tmp_path, argv, needle):
     code = ("import sys; from rls3_jax import main; rc = main.main(sys.argv[1:]); "
             "print(rc, 'jax' in sys.modules)")

@@ -104,3 +104,16 @@ def test_loop_pretraining_runs_episodes_through_every_training_scene():
             scenes.add(int(state.scene))
             valid_in_episode = 0
     assert len(scenes) >= 3  # of the five training scenes (one without truncation)
+
+
+def test_an_agent_pretrained_for_another_action_or_observation_is_refused():
+    from rls3_jax.config import RunConfig
+    from rls3_jax.loop.agent_start import _check_interface
+    from rls3_jax.loop.components import RunError
+
+    config = RunConfig(vlm="weakspot", agent_from="agent", action="surface")
+    _check_interface(config, {"move": "surface", "observation": "slots"})
+    with pytest.raises(RunError, match="--action displacement, the run uses surface"):
+        _check_interface(config, {})  # saved before the options existed: the paper's
+    with pytest.raises(RunError, match="--observation selected-first, the run uses slots"):
+        _check_interface(config, {"move": "surface", "observation": "selected-first"})

@@ -30,4 +30,5 @@ def make_env(config, split: str = "train", image_size=224, **episodes):
         raise ValueError("make_env: --unity-build/--unity-port given but the environment is 'sim'; add --env unity")
     import sim
 
-    return sim.IndoorSceneEnv(split=split, image_size=image_size, render_mode="rgb_array", **episodes)
+    return sim.IndoorSceneEnv(split=split, image_size=image_size, render_mode="rgb_array", move=config.move,
+                              observation=config.observation_order, **episodes)

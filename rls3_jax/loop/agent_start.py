@@ -35,15 +35,27 @@ def pretraining_episodes(config: RunConfig) -> dict:
     return {"valid_per_episode": config.t0, "max_episode_steps": config.episode_step_limit}
 
 
+def _check_interface(config: RunConfig, pretraining: dict) -> None:
+    """A pretrained agent acts and observes as the run's environment does (agents saved before the options
+    existed used the paper's displacement and slot order)."""
+    had = {"--action": pretraining.get("move", "displacement"),
+           "--observation": pretraining.get("observation", "slots")}
+    want = {"--action": config.move, "--observation": config.observation_order}
+    for flag in (flag for flag in had if had[flag] != want[flag]):
+        raise RunError(f"--agent-from {config.agent_from}: an agent pretrained with {flag} {had[flag]}, the run "
+                       f"uses {want[flag]}")
+
+
 def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_size: int):
     """(agent state, replay buffer, valid fraction over the last 1,000 pretraining steps or None)."""
     from rls3_jax.sac import pretrain
 
     if config.agent_from:
-        state, buffer, _ = pretrain.load(config.agent_from)
+        state, buffer, meta = pretrain.load(config.agent_from)
         if (state.obs_dim, state.act_dim) != (obs_dim, act_dim):
             raise RunError(f"--agent-from {config.agent_from}: an agent for {state.obs_dim} observations and "
                            f"{state.act_dim} actions, the environment has {obs_dim} and {act_dim}")
+        _check_interface(config, meta.get("pretraining", {}))
         return state, buffer, None
     state = agent.init(sac_config(config), obs_dim, act_dim, config.seed)
     buffer = replay_template(config, obs_dim, act_dim)
@@ -56,8 +68,9 @@ def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_si
         import sim
         from rls3_jax.envs import jax_sim
 
-        env = jax_sim.from_python_env(sim.IndoorSceneEnv(split="train", **pretraining_episodes(config)),
-                                      seed=config.seed)
+        python_env = sim.IndoorSceneEnv(split="train", move=config.move, observation=config.observation_order,
+                                        **pretraining_episodes(config))
+        env = jax_sim.from_python_env(python_env, seed=config.seed)
         state, buffer, valid = pretrain.run_jitted(env, agent, state, buffer, config.pretrain_steps, config.seed)
     else:
         env = make_env(config, "train", image_size, **pretraining_episodes(config))  # Unity keeps its first image size

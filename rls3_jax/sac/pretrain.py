@@ -200,6 +200,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--hidden", type=int, nargs="+", default=list(SACConfig.hidden_sizes))
     parser.add_argument("--learning-starts", type=int, default=SACConfig.learning_starts)
     parser.add_argument("--buffer-size", type=int, default=SACConfig.buffer_size)
+    parser.add_argument("--move", default="displacement", help="the simulator's move rule (rls3_jax.main --action)")
+    parser.add_argument("--observation", default="slots", help="the object order the agent observes "
+                                                                   "(rls3_jax.main --observation)")
     args = parser.parse_args(argv)
     if args.steps <= 0:
         parser.error("--steps must be positive")
@@ -210,7 +213,7 @@ def main(argv=None) -> dict:
     config = SACConfig(learning_starts=args.learning_starts, buffer_size=args.buffer_size,
                        hidden_sizes=tuple(args.hidden))
     py_env = sim.IndoorSceneEnv(split=args.split, valid_per_episode=args.valid_per_episode,
-                                max_episode_steps=args.max_episode_steps)
+                                max_episode_steps=args.max_episode_steps, move=args.move, observation=args.observation)
     obs_dim, act_dim = py_env.observation_space.shape[0], py_env.action_space.shape[0]
     state = sac.init(config, obs_dim, act_dim, args.seed)
     buffer = replay.init(config.buffer_size, obs_dim, act_dim)
@@ -223,7 +226,8 @@ def main(argv=None) -> dict:
     seconds = time.perf_counter() - start
     last = valid[-min(1000, len(valid)):]
     summary = {"steps": args.steps, "driver": args.driver, "seconds": round(seconds, 1),
-               "valid_fraction_last_1000": float(last.mean()), "valid_fraction": float(valid.mean())}
+               "valid_fraction_last_1000": float(last.mean()), "valid_fraction": float(valid.mean()),
+               "move": args.move, "observation": args.observation}
     save(args.out, state, buffer, {"pretraining": summary})
     print(json.dumps(summary))
     return summary
