@@ -6,10 +6,12 @@ of generated samples as its budget (`--budget-from`). The weak-spot VLM's fine-t
 batch it gets wrong, i.e. the share of weak-term samples in the batch, so each record's `train_loss` is that
 iteration's share. Beside both agents, a greedy one-step oracle that knows the simulator's rules and the weak
 terms (it tries `--oracle-candidates` random moves of the selected object and makes the valid one whose scene
-holds the most weak-term pairs) gives the share a myopic perfect agent reaches in the training scenes.
-Prints one JSON line per term set.
+holds the most weak-term pairs, or with `--caption-subject moved` whose described pair holds a weak term) gives
+the share a myopic perfect agent reaches in the training scenes. Prints one JSON line per term set.
 
-    python bench/bench_weakspot.py [--term-sets above,below above] [--seeds 0 1 2] [--out bench_runs/weakspot]
+    python bench/bench_weakspot.py [--term-sets above,below above] [--seeds 0 1 2] [--action surface]
+        [--observation selected-first] [--caption-subject moved] [--out bench_runs/weakspot]
+        [-- further rls3_jax.main flags]
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from bench_loop import resume, run_main  # the sibling bench: one run of rls3_jax.main, resumed when begun
 
-from rls3_jax.config import RunConfig
+from rls3_jax.config import ACTIONS, CAPTION_SUBJECTS, RunConfig
+from rls3_jax.datasets import describe
 from rls3_jax.prompts import spatial_terms
 
 
@@ -39,8 +42,9 @@ def run_figures(out: Path) -> dict:
             "finetune_samples": int(sum(sizes)), "iterations": last["iteration"]}
 
 
-def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: int, move: str) -> dict:
-    """The greedy one-step oracle's weak-term share (one random pair per valid move, as the loop describes)."""
+def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: int, move: str,
+                 subject: str = "random") -> dict:
+    """The greedy one-step oracle's weak-term share (one pair per valid move, drawn as the loop draws it)."""
     import sim
     from sim import geometry
 
@@ -59,17 +63,16 @@ def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: 
                 if ok:
                     pos = geo["object_pos"].copy()
                     pos[int(geo["selected"])] = new
-                    score = np.mean([bool(weak & set(spatial_terms(pos[i], pos[j], forward)))
-                                     for i, j in itertools.permutations(range(len(pos)), 2)])
+                    k = int(geo["selected"])
+                    pairs = [(k, (k + 1) % len(pos))] if subject == "moved" else itertools.permutations(range(len(pos)), 2)
+                    score = np.mean([bool(weak & set(spatial_terms(pos[i], pos[j], forward))) for i, j in pairs])
                     if score > best:
                         best, action = score, a
             _, _, _, _, info = env.step(action.astype(np.float32))
             steps += 1
             if info["valid"]:
                 got += 1
-                objects = info["metadata"]["objects"]
-                i, j = rng.choice(len(objects), size=2, replace=False)
-                hits += bool(weak & set(spatial_terms(objects[i]["position"], objects[j]["position"], forward)))
+                hits += bool(weak & set(describe(info["metadata"], rng, subject)["terms"]))
         valid += got
         env.reset()
     return {"share": hits / valid, "valid_fraction": valid / steps}
@@ -90,10 +93,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--oracle-episodes", type=int, default=10, help="per seed")
     parser.add_argument("--oracle-candidates", type=int, default=64)
-    parser.add_argument("--action", default="auto", choices=("auto", "displacement", "surface"),
+    parser.add_argument("--action", default="auto", choices=ACTIONS,
                         help="rls3_jax.main's --action, for both agents and the oracle")
     parser.add_argument("--observation", default="auto", choices=("auto", "slots", "selected-first"),
                         help="rls3_jax.main's --observation, for both agents")
+    parser.add_argument("--caption-subject", default="random", choices=CAPTION_SUBJECTS,
+                        help="rls3_jax.main's --caption-subject, for both agents and the oracle")
     parser.add_argument("--out", default="bench_runs/weakspot")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further flags for rls3_jax.main (after --)")
     args = parser.parse_args()
@@ -104,7 +109,7 @@ def main() -> None:
             tag = terms.replace(",", "+").replace(" ", "_")
             sac_dir, rnd_dir = Path(args.out) / f"{tag}-sac-{seed}", Path(args.out) / f"{tag}-random-{seed}"
             common = ["--vlm", "weakspot", "--weak-terms", terms, "--seed", str(seed), "--action", args.action,
-                      "--observation", args.observation]
+                      "--observation", args.observation, "--caption-subject", args.caption_subject]
             run_main(*common, "--agent", "sac", "--iterations", str(args.iterations), "--min-iterations",
                      str(args.iterations), "--out", str(sac_dir), *resume(sac_dir), *extra)
             run_main(*common, "--agent", "random", "--budget-from", str(sac_dir), "--out", str(rnd_dir),
@@ -113,10 +118,11 @@ def main() -> None:
             runs["random"].append(run_figures(rnd_dir))
         sac, rnd = summarise(runs["sac"]), summarise(runs["random"])
         move = RunConfig(action=args.action).move
-        oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed, move)
-                   for seed in args.seeds]
+        oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed, move,
+                                args.caption_subject) for seed in args.seeds]
         oracle = {key: float(np.mean([o[key] for o in oracles])) for key in ("share", "valid_fraction")}
-        line = {"weak_terms": terms, "action": move, "observation": RunConfig(observation=args.observation).observation_order, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
+        line = {"weak_terms": terms, "action": move, "observation": RunConfig(observation=args.observation).observation_order,
+                "caption_subject": args.caption_subject, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
                 "sac": sac, "random": rnd, "share_ratio": sac["share"] / max(rnd["share"], 1e-9),
                 "greedy_oracle": oracle,
                 "goal_met": sac["share"] >= 2 * rnd["share"] and sac["valid_fraction"] >= rnd["valid_fraction"]}

@@ -22,8 +22,10 @@ CAPTION_PAIRS = ("one", "all")
 CLIP_VISION = ("trained", "frozen")
 BUDGET_UNITS = ("samples", "moves")
 ANSWERS = ("auto", "caption", "grounded")
-ACTIONS = ("auto", "displacement", "surface")
+ACTIONS = ("auto", "displacement", "surface", "surface-point")
 OBSERVATIONS = ("auto", "slots", "selected-first")
+CAPTION_SUBJECTS = ("random", "moved")
+PRETRAINING_BUFFERS = ("keep", "drop")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class RunConfig:
     answer: str = "auto"  # PaliGemma's answer: the caption, or both boxes then the caption (auto: see grounded_answers)
     action: str = "auto"  # how an action moves an object (sim.geometry.MOVES; auto: see `move`)
     observation: str = "auto"  # the order of the objects the agent observes (sim.geometry.OBSERVATIONS; auto: slots)
+    caption_subject: str = "random"  # the pair a generated sample describes (rls3_jax.datasets.describe)
+    pretraining_buffer: str = "keep"  # the loop's replay buffer: the pretraining's transitions kept, or dropped
+    agent_learning_rate: float = 0.0  # SAC's Adam learning rate, pretraining and loop (0: SACConfig's 3e-4)
+    agent_gradient_steps: int = 0  # SAC updates per move, pretraining and loop (0: SACConfig's 1)
     weak_terms: str = "above,below"  # --vlm weakspot: the terms it gets wrong (rls3_jax.vlm.weakspot)
     weakspot_learns: int = 0  # --vlm weakspot: a weak term is mastered after this many samples of it (0: never)
     # scale-out
@@ -80,7 +86,8 @@ class RunConfig:
         for name, allowed in (("vlm", VLMS), ("agent", AGENTS), ("env", ENVS), ("preset", PRESETS),
                               ("reward", REWARD_MODES), ("dtype", DTYPES), ("caption_pairs", CAPTION_PAIRS),
                               ("clip_vision", CLIP_VISION), ("budget_unit", BUDGET_UNITS), ("answer", ANSWERS),
-                              ("action", ACTIONS), ("observation", OBSERVATIONS)):
+                              ("action", ACTIONS), ("observation", OBSERVATIONS),
+                              ("caption_subject", CAPTION_SUBJECTS), ("pretraining_buffer", PRETRAINING_BUFFERS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"--{name.replace('_', '-')} {value!r} is not one of {', '.join(allowed)}")
@@ -88,6 +95,10 @@ class RunConfig:
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+        for name in ("agent_learning_rate", "agent_gradient_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive (0: the agent's default), got "
+                                 f"{getattr(self, name)}")
         positive = ("iterations", "episodes", "t0", "vlm_steps", "eval_every", "val_frames", "test_frames",
                     "vlm_batch_size", "num_envs")
         for name in positive:
@@ -104,8 +115,9 @@ class RunConfig:
             raise ValueError(f"--answer {self.answer} applies to paligemma, not {self.vlm}")
         if self.answer == "grounded" and self.env != "sim":
             raise ValueError("--answer grounded projects the boxes through the stand-in simulator's camera (--env sim)")
-        if self.action == "surface" and self.env != "sim":
-            raise ValueError("--action surface is the stand-in simulator's move (--env sim); Unity moves by displacement")
+        if self.action.startswith("surface") and self.env != "sim":
+            raise ValueError(f"--action {self.action} is the stand-in simulator's move (--env sim); Unity moves by "
+                             "displacement")
         if self.observation == "selected-first" and self.env != "sim":
             raise ValueError("--observation selected-first is the stand-in simulator's (--env sim); Unity's lists slots")
         if self.vlm == "weakspot":

@@ -18,9 +18,15 @@ VAL_SEED = 1_000_003  # fixed sets are the same for every run, whatever its seed
 TEST_SEED = 2_000_003
 
 
-def describe(metadata: dict, rng: np.random.Generator) -> dict:
-    """Pick a primary and a secondary object at random (paper 4.3) and describe their relation."""
-    located, reference = rng.choice(len(metadata["objects"]), size=2, replace=False)
+def describe(metadata: dict, rng: np.random.Generator, subject: str = "random") -> dict:
+    """Describe the relation of a primary (located) object to a secondary (reference) one: a random pair (paper
+    4.3, drawn after the move), or with subject "moved" the moved object relative to the slot after it, which
+    the agent saw before the move (second, with the selected-first observation)."""
+    n = len(metadata["objects"])
+    if subject == "moved":
+        located, reference = metadata["moved"], (metadata["moved"] + 1) % n
+    else:
+        located, reference = rng.choice(n, size=2, replace=False)
     return {**describe_pair(metadata, int(located), int(reference)), "metadata": metadata}
 
 

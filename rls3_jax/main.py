@@ -19,11 +19,13 @@ from rls3_jax.config import (
     ANSWERS,
     BUDGET_UNITS,
     CAPTION_PAIRS,
+    CAPTION_SUBJECTS,
     CLIP_VISION,
     DTYPES,
     ENVS,
     OBSERVATIONS,
     PRESETS,
+    PRETRAINING_BUFFERS,
     REWARD_MODES,
     RUBRIC_VLMS,
     VLMS,
@@ -50,6 +52,11 @@ _LOOP_FLAGS = {
     "--test-frames": ("test_frames", int, "fixed test frames from the unseen test scenes (paper: 1000)"),
     "--vlm-batch-size": ("vlm_batch_size", int, "VLM minibatch size for fine-tuning and inference"),
     "--learning-rate": ("learning_rate", float, "VLM learning rate (default: the model's own)"),
+    "--agent-learning-rate": ("agent_learning_rate", float, "SAC's learning rate, in pretraining and the loop "
+                                                            "(default: 3e-4, Stable-Baselines3's, or a loaded "
+                                                            "agent's)"),
+    "--agent-gradient-steps": ("agent_gradient_steps", int, "SAC updates per move, in pretraining and the loop "
+                                                            "(default: 1, or a loaded agent's)"),
 }
 
 
@@ -63,6 +70,29 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print the usage and exit; the caller prints one line
         raise UsageError(message)
+
+
+def _add_agent_side_flags(parser: argparse.ArgumentParser) -> None:
+    """What the agent does, sees and is paid for (the paper's by default; docs/sac.md measures each option)."""
+    group = parser.add_argument_group("the agent's side of the loop")
+    group.add_argument("--reward", default="batch", choices=REWARD_MODES,
+                       help="the paper's one VLM reward on the episode's last "
+                            "transition, or each valid transition its own sample's reward")
+    group.add_argument("--action", default="auto", choices=ACTIONS,
+                       help="how an action moves the selected object: displacement (the paper's, Unity's) or "
+                            "surface (the stand-in's: a designated surface and a place on it) or surface-point (a "
+                            "surface and the point of the room to come nearest); auto: displacement")
+    group.add_argument("--observation", default="auto", choices=OBSERVATIONS,
+                       help="the order of the objects in the agent's observation: slots (the paper's, Unity's) or "
+                            "selected-first (the stand-in's: the object to move first); auto: slots")
+    group.add_argument("--caption-subject", default="random", choices=CAPTION_SUBJECTS,
+                       help="the pair of objects a generated sample's caption describes: random (the paper's, drawn "
+                            "after the move) or moved (the moved object relative to the slot after it, the second "
+                            "object the agent sees with --observation selected-first); the fixed sets stay random")
+    group.add_argument("--pretraining-buffer", default="keep", choices=PRETRAINING_BUFFERS,
+                       help="the agent's replay buffer when the loop starts: keep the pretraining's transitions "
+                            "(rewarded for feasibility alone) or drop them, so that every transition the critics "
+                            "learn from carries the VLM reward")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,9 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget-unit", default="samples", choices=BUDGET_UNITS,
                         help="--budget-from matches the SAC run's generated samples "
                              "(images from valid moves), or all its moves, invalid ones included (the paper's budget)")
-    parser.add_argument("--reward", default="batch", choices=REWARD_MODES,
-                        help="the paper's one VLM reward on the episode's last "
-                             "transition, or each valid transition its own sample's reward")
     parser.add_argument("--caption-pairs", default="one", choices=CAPTION_PAIRS,
                         help="CLIP/NegCLIP fine-tune on each sample's one caption "
                              "(the paper) or on a caption for every ordered pair of the objects in its image")
@@ -107,12 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="PaliGemma's answer: the caption (the paper), or both objects' boxes in its "
                              "detection format and then the caption; auto: grounded for the embedded model in "
                              "the simulator outside --preset paper, the caption otherwise")
-    parser.add_argument("--action", default="auto", choices=ACTIONS,
-                        help="how an action moves the selected object: displacement (the paper's, Unity's) or "
-                             "surface (the stand-in's: a designated surface and a place on it); auto: displacement")
-    parser.add_argument("--observation", default="auto", choices=OBSERVATIONS,
-                        help="the order of the objects in the agent's observation: slots (the paper's, Unity's) or "
-                             "selected-first (the stand-in's: the object to move first); auto: slots")
     parser.add_argument("--weak-terms", default="above,below",
                         help="--vlm weakspot: comma-separated terms the scripted VLM gets wrong (of above, below, "
                              "behind, in front, left, right)")
@@ -124,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS,
                         help="what goes to stderr: info = one line per iteration (run.log in --out always has them), "
                              "debug = also each episode and phase within an iteration")
+    _add_agent_side_flags(parser)
     for flag, (_, kind, text) in _LOOP_FLAGS.items():
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument("--unity-build", default=None, help="path of a Unity player build (--env unity)")
@@ -155,7 +177,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
         agent_from=args.agent_from, budget_unit=args.budget_unit, reward=args.reward, caption_pairs=args.caption_pairs,
-        answer=args.answer, action=args.action, observation=args.observation,
+        answer=args.answer, action=args.action, observation=args.observation, caption_subject=args.caption_subject,
+        pretraining_buffer=args.pretraining_buffer,
         clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,

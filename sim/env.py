@@ -9,7 +9,8 @@ Observation (32 float32, roughly in [-1, 1]; positions: x/3, y/1.5 - 1, z/3 in m
              `observation="selected-first"` the selected one first and the next slots after it (cyclically)
     [26:32]  camera position (3) and rotation (3)
 Action: [-1, 1]^3, a displacement of the selected object, or with `move="surface"` a designated surface and a
-place on it (see `sim.geometry` for the exact rules).
+place on it, or with `move="surface-point"` a surface and a point of the room to come nearest (see
+`sim.geometry` for the exact rules).
 Reward: +1 for a valid move, -1 for an invalid one (paper Eq. 2); an invalid move changes nothing.
 The vector is `sim.geometry.observation` of the state (numpy here; jax.numpy in `rls3_jax.envs.jax_sim`).
 Each episode uses the next scene of the split (starting at a seeded random one); which object moves next and

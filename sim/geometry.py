@@ -27,6 +27,10 @@ The "surface" rule (`MOVES`; the stand-in's alone, the Unity environment moves b
   as the place on it
   (-1 and 1 put the object's edge on the surface's edges); the object rests on that surface, and the move is
   valid iff the object fits on it and overlaps no other active object.
+The "surface-point" rule picks the surface as "surface" does, and reads a_y, a_z as a point of the room in the
+  observation's units (x = a_y * POS_SCALE, z = a_z * POS_SCALE); the object rests where its centre comes
+  nearest that point with its footprint on the surface. An agent that sees another object at (x, z) puts the
+  selected one above or below it by naming that surface and that point.
 
 `move(geo, k, action, xp)` is the array form (jit-able with xp=jax.numpy; k may be traced);
 `move_scalar(...)` is the same rule in plain Python floats for the environment's hot path. Tests check that
@@ -47,8 +51,9 @@ POS_SCALE = 3.0
 Y_MID = 1.5
 N_SCENES_TOTAL = 8
 # How an action moves the selected object: "displacement" is the paper's (and the Unity environment's) relative
-# move; "surface" names a designated surface and a place on it (the stand-in's; see `target`).
-MOVES = ("displacement", "surface")
+# move; "surface" names a designated surface and a place on it, "surface-point" a surface and a point of the
+# room (both the stand-in's; see the module text).
+MOVES = ("displacement", "surface", "surface-point")
 # The order of the objects in the observation: by slot (the paper's, Unity's), or the selected one first and the
 # other two after it in slot order, cyclically (the stand-in's; an agent then finds the object it moves in one place).
 OBSERVATIONS = ("slots", "selected-first")
@@ -96,17 +101,22 @@ def _drop(geo: dict, k, a, xp):
     return xp.argmax(xp.where(catch, top, -xp.inf)), tx, tz, xp.any(catch)
 
 
-def _pick(geo: dict, k, a, xp):
-    """The surface move: a_0 picks one of the scene's surfaces, lowest to highest in equal bins of [-1, 1] (so
-    that a_0 reads as a height in every scene), a_1 and a_2 the place on it (-1 and 1 put the object's edge on
-    the surface's edges)."""
+def _pick(geo: dict, k, a, xp, point: bool = False):
+    """The surface moves: a_0 picks one of the scene's surfaces, lowest to highest in equal bins of [-1, 1] (so
+    that a_0 reads as a height in every scene); a_1 and a_2 the place on it (-1 and 1 put the object's edge on
+    the surface's edges), or with `point` a point of the room the object comes as near as the surface allows."""
     h = geo["object_half"][k]
     center, shalf, mask = geo["surface_center"], geo["surface_half"], geo["surface_mask"]
     n = xp.sum(mask)
     by_height = xp.argsort(xp.where(mask, center[:, 1], xp.inf), stable=True)
     s = by_height[xp.clip(xp.floor((a[0] + 1.0) / 2.0 * n), 0, n - 1).astype(xp.int32)]
-    tx = center[s, 0] + a[1] * xp.maximum(shalf[s, 0] - h[0], 0.0)
-    tz = center[s, 2] + a[2] * xp.maximum(shalf[s, 1] - h[2], 0.0)
+    room_x, room_z = xp.maximum(shalf[s, 0] - h[0], 0.0), xp.maximum(shalf[s, 1] - h[2], 0.0)
+    if point:
+        tx = center[s, 0] + xp.clip(a[1] * POS_SCALE - center[s, 0], -room_x, room_x)
+        tz = center[s, 2] + xp.clip(a[2] * POS_SCALE - center[s, 2], -room_z, room_z)
+    else:
+        tx = center[s, 0] + a[1] * room_x
+        tz = center[s, 2] + a[2] * room_z
     return s, tx, tz, n > 0
 
 
@@ -115,7 +125,10 @@ def target(geo: dict, k, action, xp=np, move: str = "displacement"):
     valid)."""
     pos, half = geo["object_pos"], geo["object_half"]
     a = xp.clip(xp.asarray(action, dtype=pos.dtype), -1.0, 1.0)
-    s, tx, tz, found = (_pick if check_move(move) == "surface" else _drop)(geo, k, a, xp)
+    if check_move(move) == "displacement":
+        s, tx, tz, found = _drop(geo, k, a, xp)
+    else:
+        s, tx, tz, found = _pick(geo, k, a, xp, point=move == "surface-point")
     h, center, shalf = half[k], geo["surface_center"], geo["surface_half"]
     inside = (xp.abs(tx - center[s, 0]) + h[0] <= shalf[s, 0] + EPS) & (
         xp.abs(tz - center[s, 2]) + h[2] <= shalf[s, 1] + EPS
@@ -212,12 +225,17 @@ def move_scalar(surfaces, pos, half, k: int, a0: float, a1: float, a2: float, sc
     a1 = -1.0 if a1 < -1.0 else (1.0 if a1 > 1.0 else a1)
     a2 = -1.0 if a2 < -1.0 else (1.0 if a2 > 1.0 else a2)
     hx, hy, hz = half[k]
-    if move == "surface":
+    if move != "displacement":
         by_height = sorted(range(len(surfaces)), key=lambda i: surfaces[i][1])
         best = by_height[min(max(int(np.floor((a0 + 1.0) / 2.0 * len(surfaces))), 0), len(surfaces) - 1)]
         cx, top, cz, shx, shz = surfaces[best]
-        tx = cx + a1 * max(shx - hx, 0.0)
-        tz = cz + a2 * max(shz - hz, 0.0)
+        room_x, room_z = max(shx - hx, 0.0), max(shz - hz, 0.0)
+        if move == "surface-point":
+            tx = cx + min(max(a1 * POS_SCALE - cx, -room_x), room_x)
+            tz = cz + min(max(a2 * POS_SCALE - cz, -room_z), room_z)
+        else:
+            tx = cx + a1 * room_x
+            tz = cz + a2 * room_z
     else:
         px, py, pz = pos[k]
         tx = px + a0 * scale[0]

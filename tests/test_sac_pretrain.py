@@ -117,3 +117,37 @@ def test_an_agent_pretrained_for_another_action_or_observation_is_refused():
         _check_interface(config, {})  # saved before the options existed: the paper's
     with pytest.raises(RunError, match="--observation selected-first, the run uses slots"):
         _check_interface(config, {"move": "surface", "observation": "selected-first"})
+
+
+@pytest.mark.parametrize("kept", ["keep", "drop"])
+def test_the_loop_keeps_or_drops_the_pretraining_buffer(kept):
+    from rls3_jax.config import RunConfig, preset
+    from rls3_jax.loop.agent_start import initial_agent, sac_config
+    from rls3_jax.loop.components import agent_functions
+
+    values = {**preset("smoke", "weakspot"), "pretrain_steps": 300}
+    config = RunConfig(vlm="weakspot", preset="smoke", pretraining_buffer=kept, **values)
+    obs_dim = sim.IndoorSceneEnv("train").observation_space.shape[0]
+    state, buffer, valid = initial_agent(config, agent_functions(config), obs_dim, 3, 64)
+    assert int(state.env_steps) == 300 and valid is not None  # pretrained either way
+    assert int(buffer.size) == (300 if kept == "keep" else 0)
+    assert buffer.capacity == sac_config(config).buffer_size
+
+
+def test_the_agent_learning_rate_and_gradient_steps_reach_pretraining_and_a_loaded_agent(tmp_path):
+    from rls3_jax.config import RunConfig, preset
+    from rls3_jax.loop.agent_start import initial_agent
+    from rls3_jax.loop.components import agent_functions
+
+    values = {**preset("smoke", "weakspot"), "pretrain_steps": 200}
+    config = RunConfig(vlm="weakspot", preset="smoke", agent_learning_rate=1e-3, **values)
+    obs_dim = sim.IndoorSceneEnv("train").observation_space.shape[0]
+    state, buffer, _ = initial_agent(config, agent_functions(config), obs_dim, 3, 64)
+    assert state.config.learning_rate == 1e-3
+    pretrain.save(tmp_path / "agent", state, buffer, {"pretraining": {"move": "displacement"}})
+    loaded = config.replace(agent_from=str(tmp_path / "agent"), agent_learning_rate=2e-3, agent_gradient_steps=2)
+    state, _, _ = initial_agent(loaded, agent_functions(loaded), obs_dim, 3, 64)
+    assert (state.config.learning_rate, state.config.gradient_steps) == (2e-3, 2)
+    state, _, _ = initial_agent(loaded.replace(agent_learning_rate=0.0, agent_gradient_steps=0),
+                                agent_functions(loaded), obs_dim, 3, 64)
+    assert (state.config.learning_rate, state.config.gradient_steps) == (1e-3, 1)  # 0 keeps the saved agent's

@@ -286,6 +286,30 @@ def test_surface_move_picks_the_surface_and_the_place_on_it():
     np.testing.assert_array_equal(new["object_pos"], geo["object_pos"])
 
 
+def test_surface_point_move_comes_nearest_the_named_point():
+    geo = kitchen_geo()
+    n = len(KITCHEN.surfaces)
+    shelf = surf("wall shelf")
+    pick = -1.0 + (2 * RANK[shelf] + 1) / n
+    c, h, half = KITCHEN.surfaces[shelf].center, KITCHEN.surfaces[shelf].half, OBJECT_HALF[object_index("cup")]
+    inner = (c[0] + 0.3 * (h[0] - half[0]), c[2] - 0.5 * (h[1] - half[2]))  # a point the cup can reach exactly
+    far = (c[0] + 2.0, c[2] - 2.0)  # beyond the shelf's right and front edges: the nearest corner
+    for (x, z), expect in ((inner, inner), (far, (c[0] + h[0] - half[0], c[2] - h[1] + half[2]))):
+        action = [pick, x / geometry.POS_SCALE, z / geometry.POS_SCALE]
+        new, valid = geometry.move(geo, 0, action, move="surface-point")
+        assert bool(valid) and int(new["object_surface"][0]) == shelf and geometry.state_is_valid(new)
+        np.testing.assert_allclose(new["object_pos"][0], [expect[0], c[1] + half[1], expect[1]], atol=1e-12)
+    # the same a_0 picks the same surface as the "surface" rule
+    for a0 in np.linspace(-1, 1, 17):
+        assert int(geometry.target(geo, 0, [a0, 0.1, 0.2], move="surface-point")[1]) == int(
+            geometry.target(geo, 0, [a0, 0.1, 0.2], move="surface")[1])
+    # the point of an object on the counter, named on the counter: an overlap, invalid
+    counter_obj = [j for j in range(3) if int(geo["object_surface"][j]) == COUNTER and j != 0][0]
+    x, _, z = geo["object_pos"][counter_obj]
+    action = [-1.0 + (2 * RANK[COUNTER] + 1) / n, x / geometry.POS_SCALE, z / geometry.POS_SCALE]
+    assert not bool(geometry.move(geo, 0, action, move="surface-point")[1])
+
+
 def test_surface_move_is_invalid_where_the_object_does_not_fit():
     geo = kitchen_geo()
     half = geo["surface_half"].copy()

@@ -103,3 +103,17 @@ def test_sac_generates_more_of_the_weak_term_than_random(tmp_path):
     done = _main(*common, "--agent", "random", "--budget-from", str(sac), "--out", str(rnd), tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert _weak_share(sac) > _weak_share(rnd)
+
+
+def test_caption_subject_moved_describes_the_moved_object_against_the_next_slot(tmp_path):
+    out = tmp_path / "moved"
+    done = _main("--vlm", "weakspot", "--preset", "smoke", "--caption-subject", "moved", "--export-data",
+                 "--out", str(out), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for path in sorted((out / "data").rglob("metadata.jsonl"))
+            for line in path.read_text().splitlines()]
+    assert rows
+    for row in rows:
+        md = json.loads(row["metadata"])
+        names = [o["name"] for o in md["objects"]]
+        assert (row["located"], row["reference"]) == (names[md["moved"]], names[(md["moved"] + 1) % len(names)])

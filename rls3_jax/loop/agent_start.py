@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -18,7 +19,14 @@ def sac_config(config: RunConfig):
 
     # The paper's buffer holds 1e6 transitions; the scaled presets never fill 100k and checkpoint it every
     # iteration, so they keep it smaller.
-    return SACConfig(buffer_size=1_000_000 if config.preset == "paper" else 100_000)
+    return _with_run_settings(config, SACConfig(buffer_size=1_000_000 if config.preset == "paper" else 100_000))
+
+
+def _with_run_settings(config: RunConfig, sac):
+    """SAC settings with the run's --agent-learning-rate and --agent-gradient-steps where given (non-zero); a
+    loaded agent takes them too, Adam's state depends on neither."""
+    given = {"learning_rate": config.agent_learning_rate, "gradient_steps": config.agent_gradient_steps}
+    return dataclasses.replace(sac, **{name: value for name, value in given.items() if value})
 
 
 def replay_template(config: RunConfig, obs_dim: int, act_dim: int):
@@ -47,7 +55,15 @@ def _check_interface(config: RunConfig, pretraining: dict) -> None:
 
 
 def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_size: int):
-    """(agent state, replay buffer, valid fraction over the last 1,000 pretraining steps or None)."""
+    """(agent state, replay buffer, valid fraction over the last 1,000 pretraining steps or None); with
+    --pretraining-buffer drop the buffer starts empty."""
+    state, buffer, valid_fraction = _pretrained_agent(config, agent, obs_dim, act_dim, image_size)
+    if config.pretraining_buffer == "drop":
+        buffer = replay_template(config, obs_dim, act_dim)
+    return state, buffer, valid_fraction
+
+
+def _pretrained_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_size: int):
     from rls3_jax.sac import pretrain
 
     if config.agent_from:
@@ -56,6 +72,7 @@ def initial_agent(config: RunConfig, agent, obs_dim: int, act_dim: int, image_si
             raise RunError(f"--agent-from {config.agent_from}: an agent for {state.obs_dim} observations and "
                            f"{state.act_dim} actions, the environment has {obs_dim} and {act_dim}")
         _check_interface(config, meta.get("pretraining", {}))
+        state = state.replace(config=_with_run_settings(config, state.config))
         return state, buffer, None
     state = agent.init(sac_config(config), obs_dim, act_dim, config.seed)
     buffer = replay_template(config, obs_dim, act_dim)

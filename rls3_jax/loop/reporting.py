@@ -30,7 +30,8 @@ def summary_line(config: RunConfig, record: dict) -> str:
     unit = "rubric" if config.vlm in RUBRIC_VLMS else "accuracy"
     loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
     phases = ", ".join(f"{k[:-2].replace('_', ' ')} {record[k]:.1f} s" for k in TIMERS)
-    return (f"iteration {record['iteration']}/{config.iterations}: {record['generated_samples']} samples in "
+    of = "" if config.budget else f"/{config.iterations}"  # a budgeted random run ends at its budget
+    return (f"iteration {record['iteration']}{of}: {record['generated_samples']} samples in "
             f"{record['env_steps']} moves (valid {record['valid_fraction']:.2f}), train loss {loss}, {unit} val "
             f"{record['val_metric']:.3f} test {record['test_metric']:.3f} (image-blind val "
             f"{record['val_blind_metric']:.3f} test {record['test_blind_metric']:.3f}); {phases}")
