@@ -10,7 +10,8 @@ from rls3_jax.envs import jax_sim
 from sim import geometry
 
 
-@pytest.fixture(scope="module", params=list(zip(geometry.MOVES, geometry.OBSERVATIONS)))
+@pytest.fixture(scope="module", params=[("displacement", "slots"), ("surface", "selected-first"),
+                                                ("surface-point", "selected-first")])
 def envs(request):
     move, observation = request.param
     py_env = sim.IndoorSceneEnv("train", max_episode_steps=40, swap_prob=0.0, move=move, observation=observation)
