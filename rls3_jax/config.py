@@ -68,6 +68,7 @@ class RunConfig:
     pretraining_buffer: str = "keep"  # the loop's replay buffer: the pretraining's transitions kept, or dropped
     agent_learning_rate: float = 0.0  # SAC's Adam learning rate, pretraining and loop (0: SACConfig's 3e-4)
     agent_gradient_steps: int = 0  # SAC updates per move, pretraining and loop (0: SACConfig's 1)
+    agent_target_entropy: float = 0.0  # SAC's entropy target, pretraining and loop (0: SACConfig's -|A|)
     weak_terms: str = "above,below"  # --vlm weakspot: the terms it gets wrong (rls3_jax.vlm.weakspot)
     weakspot_learns: int = 0  # --vlm weakspot: a weak term is mastered after this many samples of it (0: never)
     # scale-out

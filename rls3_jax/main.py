@@ -57,6 +57,9 @@ _LOOP_FLAGS = {
                                                             "agent's)"),
     "--agent-gradient-steps": ("agent_gradient_steps", int, "SAC updates per move, in pretraining and the loop "
                                                             "(default: 1, or a loaded agent's)"),
+    "--agent-target-entropy": ("agent_target_entropy", float, "SAC's entropy target, in pretraining and the loop "
+                                                              "(default: minus the action's dimensions, -3, or a "
+                                                              "loaded agent's)"),
 }
 
 

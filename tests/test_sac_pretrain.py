@@ -145,9 +145,10 @@ def test_the_agent_learning_rate_and_gradient_steps_reach_pretraining_and_a_load
     state, buffer, _ = initial_agent(config, agent_functions(config), obs_dim, 3, 64)
     assert state.config.learning_rate == 1e-3
     pretrain.save(tmp_path / "agent", state, buffer, {"pretraining": {"move": "displacement"}})
-    loaded = config.replace(agent_from=str(tmp_path / "agent"), agent_learning_rate=2e-3, agent_gradient_steps=2)
+    loaded = config.replace(agent_from=str(tmp_path / "agent"), agent_learning_rate=2e-3, agent_gradient_steps=2,
+                            agent_target_entropy=-1.5)
     state, _, _ = initial_agent(loaded, agent_functions(loaded), obs_dim, 3, 64)
-    assert (state.config.learning_rate, state.config.gradient_steps) == (2e-3, 2)
+    assert (state.config.learning_rate, state.config.gradient_steps, state.config.target_entropy) == (2e-3, 2, -1.5)
     state, _, _ = initial_agent(loaded.replace(agent_learning_rate=0.0, agent_gradient_steps=0),
                                 agent_functions(loaded), obs_dim, 3, 64)
     assert (state.config.learning_rate, state.config.gradient_steps) == (1e-3, 1)  # 0 keeps the saved agent's

@@ -23,9 +23,10 @@ def sac_config(config: RunConfig):
 
 
 def _with_run_settings(config: RunConfig, sac):
-    """SAC settings with the run's --agent-learning-rate and --agent-gradient-steps where given (non-zero); a
-    loaded agent takes them too, Adam's state depends on neither."""
-    given = {"learning_rate": config.agent_learning_rate, "gradient_steps": config.agent_gradient_steps}
+    """SAC settings with the run's --agent-learning-rate, --agent-gradient-steps and --agent-target-entropy
+    where given (non-zero); a loaded agent takes them too, Adam's state depends on none of them."""
+    given = {"learning_rate": config.agent_learning_rate, "gradient_steps": config.agent_gradient_steps,
+             "target_entropy": config.agent_target_entropy}
     return dataclasses.replace(sac, **{name: value for name, value in given.items() if value})
 
 
