@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from bench_loop import resume, run_main  # the sibling bench: one run of rls3_jax.main, resumed when begun
 
-from rls3_jax.config import ACTIONS, CAPTION_SUBJECTS, RunConfig
+from rls3_jax.config import ACTIONS, CAPTION_SUBJECTS, OBSERVATIONS, RunConfig
 from rls3_jax.datasets import describe
 from rls3_jax.prompts import spatial_terms
 
@@ -61,9 +61,10 @@ def oracle_share(weak: set[str], episodes: int, t0: int, candidates: int, seed: 
             for a in rng.uniform(-1, 1, (candidates, 3)):
                 new, _, ok = geometry.target(geo, int(geo["selected"]), a, move=move)
                 if ok:
-                    pos = geo["object_pos"].copy()
-                    pos[int(geo["selected"])] = new
                     k = int(geo["selected"])
+                    pos = geo["object_pos"].copy()
+                    pos[k] = new
+                    # the pairs the loop may describe after this move (rls3_jax.datasets.describe)
                     pairs = [(k, (k + 1) % len(pos))] if subject == "moved" else itertools.permutations(range(len(pos)), 2)
                     score = np.mean([bool(weak & set(spatial_terms(pos[i], pos[j], forward))) for i, j in pairs])
                     if score > best:
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--oracle-candidates", type=int, default=64)
     parser.add_argument("--action", default="auto", choices=ACTIONS,
                         help="rls3_jax.main's --action, for both agents and the oracle")
-    parser.add_argument("--observation", default="auto", choices=("auto", "slots", "selected-first"),
+    parser.add_argument("--observation", default="auto", choices=OBSERVATIONS,
                         help="rls3_jax.main's --observation, for both agents")
     parser.add_argument("--caption-subject", default="random", choices=CAPTION_SUBJECTS,
                         help="rls3_jax.main's --caption-subject, for both agents and the oracle")
