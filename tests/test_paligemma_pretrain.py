@@ -75,3 +75,18 @@ def test_procedural_rooms_are_valid_scenes_that_show_every_surface():
             assert z > 0 and 0 <= row < 32 * camera.ss and 0 <= col < 32 * camera.ss, (room.name, s)
         positions, _ = place_objects(random.Random(0), room, [0, 1, 2])
         assert len(positions) == 3
+
+
+def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_does_not_tile(capsys):
+    import pytest
+
+    from rls3_jax.vlm.paligemma.learner import embedded_config
+    from rls3_jax.vlm.paligemma.pretrain import main
+
+    config = embedded_config(40, image_size=96, patch_size=8)
+    assert (config.vision.image_size, config.vision.patch_size) == (96, 8)
+    assert embedded_config(40).vision.image_size == 128  # the shipped base's shape stays the default
+    with pytest.raises(SystemExit) as stop:
+        main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
+    assert stop.value.code == 2
+    assert "--image-size 100 is not a multiple of --patch-size 8" in capsys.readouterr().err

@@ -45,7 +45,7 @@ BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
 
 
-def embedded_config(vocab_size: int, dtype: str = "float32") -> PaliGemmaConfig:
+def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = 128, patch_size: int = 16) -> PaliGemmaConfig:
     """The small default: 128 px images in 16 px patches (64 image tokens), multi-query Gemma.
 
     128 px rather than 64: the objects are 6-12 px wide instead of 3-5, which is what lets the base find them in
@@ -53,7 +53,7 @@ def embedded_config(vocab_size: int, dtype: str = "float32") -> PaliGemmaConfig:
     """
     return PaliGemmaConfig(
         vision=VisionConfig(
-            image_size=128, patch_size=16, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+            image_size=image_size, patch_size=patch_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
             num_attention_heads=4,
         ),
         text=TextConfig(

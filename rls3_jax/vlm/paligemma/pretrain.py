@@ -221,14 +221,15 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
 
 
 def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
-             steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0):
+             steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
+             image_size=128, patch_size=16):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`)."""
     import sim
     from sim import augment
 
     catalogue = list(sim.OBJECT_NAMES)
     tokenizer = WordTokenizer.for_objects(catalogue, location_tokens=True)
-    config = paligemma_learner.embedded_config(len(tokenizer))
+    config = paligemma_learner.embedded_config(len(tokenizer), image_size=image_size, patch_size=patch_size)
     model, params = init_params(config, seed)
     params = smooth_location_embeddings(params, tokenizer, seed)
     t0 = time.time()
@@ -324,11 +325,16 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--procedural", type=float, default=0.0,
                         help="share of the scene variants that are procedural rooms (sim.augment.random_room)")
+    parser.add_argument("--image-size", type=int, default=128, help="render size in pixels (shipped: 128)")
+    parser.add_argument("--patch-size", type=int, default=16, help="vision patch size in pixels (shipped: 16)")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
+    if args.image_size % args.patch_size:
+        parser.error(f"--image-size {args.image_size} is not a multiple of --patch-size {args.patch_size}")
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
         args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
+        image_size=args.image_size, patch_size=args.patch_size,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
