@@ -43,9 +43,11 @@ from rls3_jax.vlm.paligemma.weights import from_pretrained
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
+EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE = 128, 16  # the shipped base's render and patch size
 
 
-def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = 128, patch_size: int = 16) -> PaliGemmaConfig:
+def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = EMBEDDED_IMAGE_SIZE,
+                    patch_size: int = EMBEDDED_PATCH_SIZE) -> PaliGemmaConfig:
     """The small default: 128 px images in 16 px patches (64 image tokens), multi-query Gemma.
 
     128 px rather than 64: the objects are 6-12 px wide instead of 3-5, which is what lets the base find them in

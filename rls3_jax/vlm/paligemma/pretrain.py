@@ -222,7 +222,7 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
 
 def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
-             image_size=128, patch_size=16):
+             image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`)."""
     import sim
     from sim import augment
@@ -325,8 +325,9 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--procedural", type=float, default=0.0,
                         help="share of the scene variants that are procedural rooms (sim.augment.random_room)")
-    parser.add_argument("--image-size", type=int, default=128, help="render size in pixels (shipped: 128)")
-    parser.add_argument("--patch-size", type=int, default=16, help="vision patch size in pixels (shipped: 16)")
+    parser.add_argument("--image-size", type=int, default=paligemma_learner.EMBEDDED_IMAGE_SIZE, help="render size in pixels")
+    parser.add_argument("--patch-size", type=int, default=paligemma_learner.EMBEDDED_PATCH_SIZE,
+                        help="vision patch size in pixels")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
