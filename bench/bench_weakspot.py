@@ -98,7 +98,7 @@ def main() -> None:
                         help="rls3_jax.main's --action, for both agents and the oracle")
     parser.add_argument("--observation", default="auto", choices=OBSERVATIONS,
                         help="rls3_jax.main's --observation, for both agents")
-    parser.add_argument("--caption-subject", default="random", choices=CAPTION_SUBJECTS,
+    parser.add_argument("--caption-subject", default="auto", choices=CAPTION_SUBJECTS,
                         help="rls3_jax.main's --caption-subject, for both agents and the oracle")
     parser.add_argument("--out", default="bench_runs/weakspot")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="further flags for rls3_jax.main (after --)")
@@ -118,12 +118,13 @@ def main() -> None:
             runs["sac"].append(run_figures(sac_dir))
             runs["random"].append(run_figures(rnd_dir))
         sac, rnd = summarise(runs["sac"]), summarise(runs["random"])
-        move = RunConfig(action=args.action).move
+        resolved = RunConfig(action=args.action, observation=args.observation, caption_subject=args.caption_subject)
+        move, subject = resolved.move, resolved.described_pair
         oracles = [oracle_share(set(terms.split(",")), args.oracle_episodes, 32, args.oracle_candidates, seed, move,
-                                args.caption_subject) for seed in args.seeds]
+                                subject) for seed in args.seeds]
         oracle = {key: float(np.mean([o[key] for o in oracles])) for key in ("share", "valid_fraction")}
-        line = {"weak_terms": terms, "action": move, "observation": RunConfig(observation=args.observation).observation_order,
-                "caption_subject": args.caption_subject, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
+        line = {"weak_terms": terms, "action": move, "observation": resolved.observation_order,
+                "caption_subject": subject, "seeds": args.seeds, "iterations": args.iterations, "extra": extra,
                 "sac": sac, "random": rnd, "share_ratio": sac["share"] / max(rnd["share"], 1e-9),
                 "greedy_oracle": oracle,
                 "goal_met": sac["share"] >= 2 * rnd["share"] and sac["valid_fraction"] >= rnd["valid_fraction"]}

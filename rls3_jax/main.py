@@ -42,7 +42,8 @@ _LOOP_FLAGS = {
     "--vlm-steps": ("vlm_steps", int, "K, fine-tuning steps per iteration for PaliGemma (paper: 256) or "
                                       "epochs for CLIP/NegCLIP (paper: 10)"),
     "--eval-every": ("eval_every", int, "F, validate every F steps (PaliGemma) or epochs (CLIP)"),
-    "--beta": ("beta", float, "beta, scale of the VLM reward added to the episode's last transition (paper: 10)"),
+    "--beta": ("beta", float, "beta, scale of the VLM reward (paper: 10, on the episode's last transition; the "
+                                      "other presets: 0.8 on each valid transition)"),
     "--pretrain-steps": ("pretrain_steps", int, "agent steps of intrinsic-reward pretraining (paper: 100000)"),
     "--patience": ("patience", int, "early stopping: iterations without significant validation improvement "
                                     "(paper: 10 for PaliGemma, 5 for CLIP)"),
@@ -53,13 +54,14 @@ _LOOP_FLAGS = {
     "--vlm-batch-size": ("vlm_batch_size", int, "VLM minibatch size for fine-tuning and inference"),
     "--learning-rate": ("learning_rate", float, "VLM learning rate (default: the model's own)"),
     "--agent-learning-rate": ("agent_learning_rate", float, "SAC's learning rate, in pretraining and the loop "
-                                                            "(default: 3e-4, Stable-Baselines3's, or a loaded "
-                                                            "agent's)"),
+                                                            "(paper: 3e-4, Stable-Baselines3's; the other "
+                                                            "presets: 1e-3; 0: a loaded agent's)"),
     "--agent-gradient-steps": ("agent_gradient_steps", int, "SAC updates per move, in pretraining and the loop "
-                                                            "(default: 1, or a loaded agent's)"),
+                                                            "(paper: 1; the other presets: 2; 0: a loaded "
+                                                            "agent's)"),
     "--agent-target-entropy": ("agent_target_entropy", float, "SAC's entropy target, in pretraining and the loop "
-                                                              "(default: minus the action's dimensions, -3, or a "
-                                                              "loaded agent's)"),
+                                                              "(paper: minus the action's dimensions, -3; the "
+                                                              "other presets: -1.5; 0: a loaded agent's)"),
 }
 
 
@@ -76,26 +78,31 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_agent_side_flags(parser: argparse.ArgumentParser) -> None:
-    """What the agent does, sees and is paid for (the paper's by default; docs/sac.md measures each option)."""
+    """What the agent does, sees and is paid for (docs/sac.md measures each option). --preset paper keeps the
+    paper's; the other presets, in the stand-in simulator, what makes SAC seek the VLM's weak spot."""
     group = parser.add_argument_group("the agent's side of the loop")
-    group.add_argument("--reward", default="batch", choices=REWARD_MODES,
-                       help="the paper's one VLM reward on the episode's last "
-                            "transition, or each valid transition its own sample's reward")
+    group.add_argument("--reward", default=None, choices=REWARD_MODES,
+                       help="batch: the paper's one VLM reward on the episode's last transition; per-sample: each "
+                            "valid transition its own sample's reward (default: the preset's: paper batch, else "
+                            "per-sample)")
     group.add_argument("--action", default="auto", choices=ACTIONS,
                        help="how an action moves the selected object: displacement (the paper's, Unity's) or "
                             "surface (the stand-in's: a designated surface and a place on it) or surface-point (a "
-                            "surface and the point of the room to come nearest); auto: displacement")
+                            "surface and the point of the room to come nearest); auto: surface-point in the "
+                            "simulator outside --preset paper, else displacement")
     group.add_argument("--observation", default="auto", choices=OBSERVATIONS,
                        help="the order of the objects in the agent's observation: slots (the paper's, Unity's) or "
-                            "selected-first (the stand-in's: the object to move first); auto: slots")
-    group.add_argument("--caption-subject", default="random", choices=CAPTION_SUBJECTS,
+                            "selected-first (the stand-in's: the object to move first); auto: selected-first in the "
+                            "simulator outside --preset paper, else slots")
+    group.add_argument("--caption-subject", default="auto", choices=CAPTION_SUBJECTS,
                        help="the pair of objects a generated sample's caption describes: random (the paper's, drawn "
                             "after the move) or moved (the moved object relative to the slot after it, the second "
-                            "object the agent sees with --observation selected-first); the fixed sets stay random")
-    group.add_argument("--pretraining-buffer", default="keep", choices=PRETRAINING_BUFFERS,
+                            "object the agent sees with --observation selected-first; auto: moved with selected-first, "
+                            "else random); the fixed sets stay random")
+    group.add_argument("--pretraining-buffer", default=None, choices=PRETRAINING_BUFFERS,
                        help="the agent's replay buffer when the loop starts: keep the pretraining's transitions "
                             "(rewarded for feasibility alone) or drop them, so that every transition the critics "
-                            "learn from carries the VLM reward")
+                            "learn from carries the VLM reward (default: the preset's: paper keep, else drop)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,15 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     values = preset(args.preset, args.vlm)
-    for flag, (field, _, _) in _LOOP_FLAGS.items():
-        value = getattr(args, flag.lstrip("-").replace("-", "_"))
-        if value is not None:
-            values[field] = value
+    for field in [field for field, _, _ in _LOOP_FLAGS.values()] + ["reward", "pretraining_buffer"]:
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
     config = RunConfig(
         vlm=args.vlm, agent=args.agent, env=args.env, preset=args.preset, seed=args.seed, weights=args.weights,
-        agent_from=args.agent_from, budget_unit=args.budget_unit, reward=args.reward, caption_pairs=args.caption_pairs,
+        agent_from=args.agent_from, budget_unit=args.budget_unit, caption_pairs=args.caption_pairs,
         answer=args.answer, action=args.action, observation=args.observation, caption_subject=args.caption_subject,
-        pretraining_buffer=args.pretraining_buffer,
         clip_vision=args.clip_vision, weak_terms=args.weak_terms, weakspot_learns=args.weakspot_learns,
         export_data=args.export_data, unity_build=args.unity_build,
         unity_port=args.unity_port, unity_timeout_s=args.unity_timeout, mesh=args.mesh, dtype=args.dtype,

@@ -111,7 +111,7 @@ def test_an_agent_pretrained_for_another_action_or_observation_is_refused():
     from rls3_jax.loop.agent_start import _check_interface
     from rls3_jax.loop.components import RunError
 
-    config = RunConfig(vlm="weakspot", agent_from="agent", action="surface")
+    config = RunConfig(vlm="weakspot", agent_from="agent", action="surface", observation="slots")
     _check_interface(config, {"move": "surface", "observation": "slots"})
     with pytest.raises(RunError, match="--action displacement, the run uses surface"):
         _check_interface(config, {})  # saved before the options existed: the paper's
@@ -125,8 +125,8 @@ def test_the_loop_keeps_or_drops_the_pretraining_buffer(kept):
     from rls3_jax.loop.agent_start import initial_agent, sac_config
     from rls3_jax.loop.components import agent_functions
 
-    values = {**preset("smoke", "weakspot"), "pretrain_steps": 300}
-    config = RunConfig(vlm="weakspot", preset="smoke", pretraining_buffer=kept, **values)
+    values = {**preset("smoke", "weakspot"), "pretrain_steps": 300, "pretraining_buffer": kept}
+    config = RunConfig(vlm="weakspot", preset="smoke", **values)
     obs_dim = sim.IndoorSceneEnv("train").observation_space.shape[0]
     state, buffer, valid = initial_agent(config, agent_functions(config), obs_dim, 3, 64)
     assert int(state.env_steps) == 300 and valid is not None  # pretrained either way
@@ -139,11 +139,12 @@ def test_the_agent_learning_rate_and_gradient_steps_reach_pretraining_and_a_load
     from rls3_jax.loop.agent_start import initial_agent
     from rls3_jax.loop.components import agent_functions
 
-    values = {**preset("smoke", "weakspot"), "pretrain_steps": 200}
-    config = RunConfig(vlm="weakspot", preset="smoke", agent_learning_rate=1e-3, **values)
+    values = {**preset("smoke", "weakspot"), "pretrain_steps": 200, "agent_learning_rate": 5e-4,
+              "agent_gradient_steps": 1, "agent_target_entropy": -3.0, "action": "displacement", "observation": "slots"}
+    config = RunConfig(vlm="weakspot", preset="smoke", **values)
     obs_dim = sim.IndoorSceneEnv("train").observation_space.shape[0]
     state, buffer, _ = initial_agent(config, agent_functions(config), obs_dim, 3, 64)
-    assert state.config.learning_rate == 1e-3
+    assert state.config.learning_rate == 5e-4
     pretrain.save(tmp_path / "agent", state, buffer, {"pretraining": {"move": "displacement"}})
     loaded = config.replace(agent_from=str(tmp_path / "agent"), agent_learning_rate=2e-3, agent_gradient_steps=2,
                             agent_target_entropy=-1.5)
@@ -151,4 +152,4 @@ def test_the_agent_learning_rate_and_gradient_steps_reach_pretraining_and_a_load
     assert (state.config.learning_rate, state.config.gradient_steps, state.config.target_entropy) == (2e-3, 2, -1.5)
     state, _, _ = initial_agent(loaded.replace(agent_learning_rate=0.0, agent_gradient_steps=0),
                                 agent_functions(loaded), obs_dim, 3, 64)
-    assert (state.config.learning_rate, state.config.gradient_steps) == (1e-3, 1)  # 0 keeps the saved agent's
+    assert (state.config.learning_rate, state.config.gradient_steps) == (5e-4, 1)  # 0 keeps the saved agent's

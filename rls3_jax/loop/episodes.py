@@ -98,7 +98,7 @@ def _score_episode(config, parts, vlm_state, out: Generated, gathered, iteration
         return
     rng = np.random.default_rng([config.seed, iteration, episode])
     started = time.perf_counter()
-    samples = [datasets.describe(m, rng, config.caption_subject) for m in metadatas]
+    samples = [datasets.describe(m, rng, config.described_pair) for m in metadatas]
     timers["generation_s"] += time.perf_counter() - started
     started = time.perf_counter()
     result = parts.learner.evaluate(vlm_state, images, samples)
