@@ -260,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     if not distributed.is_main():
         return 0
     first, last = records[0], records[-1]
+    early = last["stopped_early"] and last["iteration"] < config.iterations  # patience ran out before the last
     print(f"{config.vlm} / {config.agent}: test {'mean rubric score' if config.vlm in RUBRIC_VLMS else 'accuracy'} {first['test_metric']:.3f} -> "
           f"{last['test_metric']:.3f} after {last['iteration']} iterations and {last['generated_samples']} "
-          f"generated samples{' (stopped early)' if last['stopped_early'] else ''}")
+          f"generated samples{' (stopped early)' if early else ''}")
     print(f"outputs in {args.out}: metrics.jsonl, run.log, tensorboard/, checkpoint/; figures: python -m rls3_jax.report "
           f"{args.out}")
     return 0
