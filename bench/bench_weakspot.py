@@ -10,8 +10,12 @@ holds the most weak-term pairs, or with `--caption-subject moved` whose describe
 the share a myopic perfect agent reaches in the training scenes. Prints one JSON line per term set.
 
     python bench/bench_weakspot.py [--term-sets above,below above] [--seeds 0 1 2] [--action surface]
-        [--observation selected-first] [--caption-subject moved] [--out bench_runs/weakspot]
+        [--observation slots] [--caption-subject random] [--out bench_runs/weakspot]
         [-- further rls3_jax.main flags]
+
+With no flags it runs the weak-spot preset (its agent side, the one that seeks the weak spot: docs/sac.md);
+`--action displacement --observation slots -- --reward batch --pretraining-buffer keep ...` goes back to the
+paper's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run configuration: Algorithm 1's parameters and the three presets.
 
 `paper` holds the paper's values (section 5.2); `default` scales the same loop down so the embedded models
-finish on a 2-core CPU within ten minutes (PaliGemma: about 3 minutes, measured 2026-12-02); `smoke` is the
+finish on a 2-core CPU within ten minutes (PaliGemma: 4-5.5 minutes on one core, measured 2026-12-06); `smoke` is the
 under-a-minute version the tests run.
 """
 
