@@ -228,12 +228,18 @@ _SMOKE = {
 PRESET_VALUES = {"paper": _PAPER, "default": _DEFAULT, "smoke": _SMOKE}
 
 
-def preset(name: str, vlm: str) -> dict:
-    """The preset's values for a VLM (NegCLIP shares CLIP's)."""
+def preset(name: str, vlm: str, env: str = "sim") -> dict:
+    """The preset's values for a VLM (NegCLIP shares CLIP's) in an environment."""
     if name not in PRESET_VALUES:
         raise ValueError(f"--preset {name!r} is not one of {', '.join(PRESETS)}")
     if vlm not in VLMS:
         raise ValueError(f"--vlm {vlm!r} is not one of {', '.join(VLMS)}")
     # The weak-spot VLM scores on the rubric's scale: it shares PaliGemma's loop settings where it has none.
-    values = PRESET_VALUES[name]
-    return dict(values["clip" if vlm in ("clip", "negclip") else vlm if vlm in values else "paligemma"])
+    values = dict(PRESET_VALUES[name]["clip" if vlm in ("clip", "negclip") else vlm if vlm in PRESET_VALUES[name]
+                                      else "paligemma"])
+    if env != "sim" and name != "paper":
+        # Without the stand-in's action the tuned agent side loses its valid moves (displacement with per-sample
+        # rewards: 0.08-0.12 valid, docs/sac.md): Unity keeps the paper's, beta scaled with T0 (10 * T0 / 200) so
+        # that the one VLM reward weighs against an episode's T0 feasibility rewards as in the paper.
+        values.update(_PAPER_AGENT, beta=10.0 * values["t0"] / 200)
+    return values

@@ -43,7 +43,7 @@ _LOOP_FLAGS = {
                                       "epochs for CLIP/NegCLIP (paper: 10)"),
     "--eval-every": ("eval_every", int, "F, validate every F steps (PaliGemma) or epochs (CLIP)"),
     "--beta": ("beta", float, "beta, scale of the VLM reward (paper: 10, on the episode's last transition; the "
-                                      "other presets: 0.8 on each valid transition)"),
+                                      "other presets: 0.8 on each valid transition in the stand-in, 10 * T0 / 200 in Unity)"),
     "--pretrain-steps": ("pretrain_steps", int, "agent steps of intrinsic-reward pretraining (paper: 100000)"),
     "--patience": ("patience", int, "early stopping: iterations without significant validation improvement "
                                     "(paper: 10 for PaliGemma, 5 for CLIP)"),
@@ -54,14 +54,14 @@ _LOOP_FLAGS = {
     "--vlm-batch-size": ("vlm_batch_size", int, "VLM minibatch size for fine-tuning and inference"),
     "--learning-rate": ("learning_rate", float, "VLM learning rate (default: the model's own)"),
     "--agent-learning-rate": ("agent_learning_rate", float, "SAC's learning rate, in pretraining and the loop "
-                                                            "(paper: 3e-4, Stable-Baselines3's; the other "
-                                                            "presets: 1e-3; 0: a loaded agent's)"),
+                                                            "(paper and Unity: 3e-4, Stable-Baselines3's; the "
+                                                            "other presets: 1e-3; 0: a loaded agent's)"),
     "--agent-gradient-steps": ("agent_gradient_steps", int, "SAC updates per move, in pretraining and the loop "
-                                                            "(paper: 1; the other presets: 2; 0: a loaded "
-                                                            "agent's)"),
+                                                            "(paper and Unity: 1; the other presets: 2; 0: a "
+                                                            "loaded agent's)"),
     "--agent-target-entropy": ("agent_target_entropy", float, "SAC's entropy target, in pretraining and the loop "
-                                                              "(paper: minus the action's dimensions, -3; the "
-                                                              "other presets: -1.5; 0: a loaded agent's)"),
+                                                              "(paper and Unity: minus the action's dimensions, "
+                                                              "-3; the other presets: -1.5; 0: a loaded agent's)"),
 }
 
 
@@ -83,8 +83,8 @@ def _add_agent_side_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("the agent's side of the loop")
     group.add_argument("--reward", default=None, choices=REWARD_MODES,
                        help="batch: the paper's one VLM reward on the episode's last transition; per-sample: each "
-                            "valid transition its own sample's reward (default: the preset's: paper batch, else "
-                            "per-sample)")
+                            "valid transition its own sample's reward (default: batch with --preset paper or --env "
+                            "unity, else per-sample)")
     group.add_argument("--action", default="auto", choices=ACTIONS,
                        help="how an action moves the selected object: displacement (the paper's, Unity's) or "
                             "surface (the stand-in's: a designated surface and a place on it) or surface-point (a "
@@ -102,7 +102,8 @@ def _add_agent_side_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pretraining-buffer", default=None, choices=PRETRAINING_BUFFERS,
                        help="the agent's replay buffer when the loop starts: keep the pretraining's transitions "
                             "(rewarded for feasibility alone) or drop them, so that every transition the critics "
-                            "learn from carries the VLM reward (default: the preset's: paper keep, else drop)")
+                            "learn from carries the VLM reward (default: keep with --preset paper or --env unity, "
+                            "else drop)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    values = preset(args.preset, args.vlm)
+    values = preset(args.preset, args.vlm, args.env)
     for field in [field for field, _, _ in _LOOP_FLAGS.values()] + ["reward", "pretraining_buffer"]:
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)

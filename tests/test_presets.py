@@ -36,10 +36,13 @@ def test_other_presets_use_the_weak_spot_seeking_agent_in_the_stand_in(vlm, pres
         "observation": "selected-first", "pair": "moved", "lr": 1e-3, "gradient_steps": 2, "target_entropy": -1.5}
 
 
-def test_unity_keeps_its_action_and_observation_under_the_default_preset():
-    side = agent_side(config("--env", "unity", "--unity-port", "5004"))
-    assert (side["move"], side["observation"], side["pair"]) == ("displacement", "slots", "random")
-    assert (side["reward"], side["buffer"]) == ("per-sample", "drop")
+@pytest.mark.parametrize("preset, beta", [("default", 1.6), ("smoke", 0.4)])
+def test_unity_keeps_the_papers_agent_side_with_beta_scaled_to_t0(preset, beta):
+    paper = SACConfig()
+    assert agent_side(config("--env", "unity", "--unity-port", "5004", "--preset", preset)) == {
+        "reward": "batch", "beta": pytest.approx(beta), "buffer": "keep", "move": "displacement",
+        "observation": "slots", "pair": "random", "lr": paper.learning_rate, "gradient_steps": paper.gradient_steps,
+        "target_entropy": paper.target_entropy}
 
 
 def test_flags_override_the_preset():
