@@ -15,6 +15,7 @@ from rls3_jax import checkpoint
 from rls3_jax.prompts import describe_pair
 from rls3_jax.scoring import rubric_score
 from rls3_jax.vlm.paligemma import detection
+from rls3_jax.vlm.paligemma.inputs import ImageSpec, normalise, preprocess_images
 from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
 from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
@@ -143,6 +144,17 @@ def test_cached_image_tokens_give_the_uncached_losses_and_parameters(learner, da
     assert moved and all(p[0] == "language_model" and "self_attn" in p for p in moved)
     for path in flat_c:
         np.testing.assert_allclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)
+
+
+def test_images_normalised_on_the_device_match_the_processor_layout():
+    """The learner sends uint8 images and normalises them inside jit: the same floats as the host path
+    (the processor's layout), for the embedded spec and a checkpoint's own mean and std."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    for spec in (ImageSpec(8), ImageSpec(8, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))):
+        on_device = jax.jit(lambda x, spec=spec: normalise(x, spec))(images)
+        assert on_device.shape == (3, 3, 8, 8) and on_device.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(on_device), preprocess_images(images, spec), rtol=1e-6, atol=1e-6)
+    assert not np.allclose(preprocess_images(images, ImageSpec(8)), images.transpose(0, 3, 1, 2) / 255)
 
 
 def _with_metadata(split, n, seed, size):

@@ -37,6 +37,11 @@ class ImageSpec:
 
 def preprocess_images(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """uint8 [N, H, W, 3] -> float32 [N, 3, size, size]."""
+    return np.ascontiguousarray(normalise(resize_images(images, spec), spec))
+
+
+def resize_images(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 [N, size, size, 3] (bicubic, only where the size differs)."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
@@ -44,9 +49,15 @@ def preprocess_images(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
         images = np.stack(
             [np.asarray(Image.fromarray(im).resize((spec.size, spec.size), Image.BICUBIC)) for im in images]
         )
+    return images
+
+
+def normalise(images, spec: ImageSpec):
+    """uint8 [N, H, W, 3] -> float32 [N, 3, H, W], rescaled and normalised: numpy on the host, or traced inside
+    a jitted function (the learner sends uint8 images to the device, a quarter of the bytes)."""
     x = images.astype(np.float32) * np.float32(1 / 255)
     x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x.transpose(0, 3, 1, 2)
 
 
 class WordPrompts:

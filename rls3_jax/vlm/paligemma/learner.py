@@ -32,7 +32,9 @@ from rls3_jax.vlm.paligemma.inputs import (
     HFPrompts,
     ImageSpec,
     WordPrompts,
+    normalise,
     preprocess_images,
+    resize_images,
     sequence_length,
     training_batch,
 )
@@ -115,7 +117,7 @@ class PaliGemmaLearner:
     mesh: Any  # jax.sharding.Mesh: where state and batches live (one device: a trivial mesh)
     state_sharding: Any  # {"params", "opt", "step"} tree of NamedShardings (the fsdp rule)
     gather: Any  # jitted (set, indices) -> minibatch sharded over the mesh, padding rows weighted 0
-    embed_images: Any  # jitted (params, pixel_values) -> image tokens through the vision tower and projector
+    embed_images: Any  # jitted (params, uint8 images) -> image tokens through the vision tower and projector
     cache_image_features: bool = True  # frozen vision tower: compute each image's tokens once per fine-tuning set
     grounded: bool = False  # answer with both objects' boxes before the caption (detection.grounded_answer)
     name: str = "paligemma"
@@ -203,6 +205,8 @@ class PaliGemmaLearner:
 
         def gather(data, idx):
             batch = {k: v[idx] for k, v in data.items()}
+            if "images" in batch:  # uint8 on the device; normalised per minibatch
+                batch["pixel_values"] = normalise(batch.pop("images"), spec)
             keep = (jnp.arange(padded) < train_batch_size).astype(batch["token_type_ids"].dtype)
             batch["token_type_ids"] = batch["token_type_ids"] * keep[:, None]  # padding rows: no answer tokens
             return batch
@@ -228,7 +232,8 @@ class PaliGemmaLearner:
             mesh=mesh,
             state_sharding=state_sh,
             gather=jax.jit(gather, in_shardings=(replicated, replicated), out_shardings=batch_sh),
-            embed_images=jax.jit(lambda params, pixels: model.apply({"params": params}, pixels, method=PaliGemma.embed_image),
+            embed_images=jax.jit(lambda params, images: model.apply({"params": params}, normalise(images, spec),
+                                                                    method=PaliGemma.embed_image),
                                  in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
             cache_image_features=cache_image_features and not full_finetune,
             grounded=grounded,
@@ -335,9 +340,12 @@ class PaliGemmaLearner:
         # Copies: the train step donates its inputs, and the caller's state must stay usable.
         sh = self.state_sharding
         params, opt = _copy(sharding.put((state["params"], state["opt"]), (sh["params"], sh["opt"])))
-        host = self._batch(np.asarray(images), questions, answers, length)
+        host = training_batch(self.prompts, self.config.num_image_tokens, questions, answers, length)
+        images = resize_images(images, self.image_spec)  # uint8: normalised on the device
         if self.cache_image_features:  # the frozen tower's tokens cannot change during the k steps
-            host["image_features"] = self._image_features(params, host.pop("pixel_values"))
+            host["image_features"] = self._image_features(params, images)
+        else:
+            host["images"] = images
         data = sharding.put(host, replicated)  # the set goes to the devices once
         draw = lambda step_key: jax.random.randint(step_key, (self.train_batch_size,), 0, n)
         indices = np.asarray(jax.vmap(draw)(jax.random.split(key, k)))  # [k, B]: one small host copy
@@ -354,13 +362,13 @@ class PaliGemmaLearner:
             raise FloatingPointError(f"PaliGemma fine-tuning loss became {losses[bad[0]]} at step {bad[0]} of {k}")
         return {"params": params, "opt": opt, "step": state["step"] + k}, losses
 
-    def _image_features(self, params, pixel_values: np.ndarray) -> jax.Array:
-        """Image tokens of every image in the set, eval_batch_size at a time (fixed shapes: one compile).
+    def _image_features(self, params, images: np.ndarray) -> jax.Array:
+        """Image tokens of every (uint8) image in the set, eval_batch_size at a time (fixed shapes: one compile).
 
         The last chunk is padded with repeats; its extra rows sit past the set's n and are never drawn."""
-        n, parts = pixel_values.shape[0], []
+        n, parts = images.shape[0], []
         for start in range(0, n, self.eval_batch_size):
-            chunk = sharding.put(pixel_values[_padded_indices(start, n, self.eval_batch_size)],
+            chunk = sharding.put(images[_padded_indices(start, n, self.eval_batch_size)],
                                  sharding.batch_sharding(self.mesh))
             parts.append(self.embed_images(params, chunk))
         return _concatenate(parts)
