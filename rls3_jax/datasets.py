@@ -98,3 +98,20 @@ def export(directory: Path, images: np.ndarray, samples: list[dict]) -> Path:
                       "reference": sample["reference"], "metadata": json.dumps(sample.get("metadata"))}
             lines.write(json.dumps(record) + "\n")
     return directory
+
+
+def load_export(directory: Path) -> tuple[np.ndarray, list[dict]]:
+    """What `export` wrote, back as images and samples (the PNGs are lossless: the same uint8 images)."""
+    lines = (Path(directory) / "metadata.jsonl").read_text().splitlines()
+    if not lines:
+        raise ValueError(f"{directory}: metadata.jsonl holds no samples")
+    images, samples = [], []
+    for line in lines:
+        record = json.loads(line)
+        with Image.open(Path(directory) / record["file_name"]) as image:
+            images.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+        samples.append({"located": record["located"], "reference": record["reference"], "terms": record["terms"],
+                        "caption": record["caption"], "question": record["question"],
+                        "metadata": json.loads(record["metadata"])})
+    return np.stack(images), samples
+

@@ -42,6 +42,8 @@ _LOOP_FLAGS = {
     "--vlm-steps": ("vlm_steps", int, "K, fine-tuning steps per iteration for PaliGemma (paper: 256) or "
                                       "epochs for CLIP/NegCLIP (paper: 10)"),
     "--eval-every": ("eval_every", int, "F, validate every F steps (PaliGemma) or epochs (CLIP)"),
+    "--data-window": ("data_window", int, "fine-tune on the batches of this iteration and the N-1 before it, "
+                                          "kept under --out/data (paper: 1, the batch cleared every iteration)"),
     "--beta": ("beta", float, "beta, scale of the VLM reward (paper: 10, on the episode's last transition; the "
                                       "other presets: 0.8 on each valid transition in the stand-in, 10 * T0 / 200 in Unity)"),
     "--pretrain-steps": ("pretrain_steps", int, "agent steps of intrinsic-reward pretraining (paper: 100000)"),

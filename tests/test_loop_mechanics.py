@@ -137,6 +137,41 @@ def test_resume_continues_to_the_same_records(tmp_path, scalar_learner):
     assert strip(resumed) == strip(full)
 
 
+class RecordingLearner(ScalarLearner):
+    """Remembers the set every fine-tuning call saw: (number of samples, a digest of its images and captions)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sets = []
+
+    def finetune(self, state, images, samples, k, key):
+        self.sets.append((len(samples), hash(images.tobytes()), tuple(s["caption"] for s in samples)))
+        return super().finetune(state, images, samples, k, key)
+
+
+def test_data_window_fine_tunes_on_the_last_n_batches_and_resumes_with_them(tmp_path):
+    """--data-window 2: iteration 1 fine-tunes on its batch, later ones on theirs plus the one before (each
+    batch exported under data/); a run resumed after iteration 1 reads it back and sees the same sets."""
+    config = smoke_config(iterations=3, data_window=2, eval_every=2)  # one fine-tuning call an iteration
+    one, full, part = RecordingLearner(), RecordingLearner(), RecordingLearner()
+    loop.run(config.replace(data_window=1), tmp_path / "one", learner=one)
+    loop.run(config, tmp_path / "full", learner=full)
+    batch = config.episodes * config.samples_per_episode
+    assert [n for n, _, _ in one.sets] == [batch] * 3
+    assert [n for n, _, _ in full.sets] == [batch, 2 * batch, 2 * batch]
+    assert full.sets[0] == one.sets[0] and full.sets[1][2][:batch] == one.sets[0][2]  # the first batch kept
+    assert full.sets[2][2] == one.sets[1][2] + one.sets[2][2]  # ... then slid out
+    assert sorted(p.name for p in (tmp_path / "full" / "data").iterdir()) == [f"iteration_000{i}" for i in (1, 2, 3)]
+    assert not (tmp_path / "one" / "data").exists()
+    loop.run(config.replace(iterations=1), tmp_path / "part", learner=part)
+    loop.run(config, tmp_path / "part", resume=True, learner=part)
+    assert part.sets == full.sets
+    for path in (tmp_path / "part" / "data" / "iteration_0003").iterdir():
+        path.unlink()
+    with pytest.raises(loop.RunError, match="iteration 3.s fine-tuning batch is missing"):
+        loop.run(config.replace(iterations=4), tmp_path / "part", resume=True, learner=part)
+
+
 def test_early_stopping_for_sac_only(tmp_path, scalar_learner):
     scalar_learner.ceiling = 0.2  # no improvement after the first iteration
     records = loop.run(smoke_config(iterations=8, patience=2, min_iterations=3), tmp_path / "sac", learner=scalar_learner)

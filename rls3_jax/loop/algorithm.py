@@ -19,7 +19,7 @@ import jax
 
 from rls3_jax import datasets, distributed, sharding
 from rls3_jax.config import RunConfig
-from rls3_jax.loop import rundir
+from rls3_jax.loop import data_window, rundir
 from rls3_jax.loop import state as loop_state
 from rls3_jax.loop.agent_start import initial_agent, replay_template, sac_config
 from rls3_jax.loop.components import Components, RunError, build, spaces
@@ -49,16 +49,18 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         cleanup.callback(report.close)
         if not resumed:
             report.iteration(state.records[0])
+        window = data_window.restore(out, state.iteration, config.data_window)  # earlier batches kept for fine-tuning
         while not finished(config, state):
             iteration, timers = state.iteration, new_timers()
             # lines 3-12: episodes, the VLM's failure on each as the agent's reward, eta of each kept
             made = generate(config, parts, state.vlm, state.agent, state.buffer, iteration, timers,
                             show=functools.partial(report.phase, iteration))
-            if config.export_data and distributed.is_main():
-                datasets.export(out / "data" / f"iteration_{iteration:04d}", made.images, made.samples)
+            if (config.export_data or config.data_window > 1) and distributed.is_main():
+                datasets.export(data_window.batch_dir(out, iteration), made.images, made.samples)
+            window = data_window.slide(window, iteration, made.images, made.samples, config.data_window)
             # lines 13-19: K fine-tuning steps with validation every F; early stopping on validation
             report.phase(iteration, None, "fine-tuning")
-            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, made.images, made.samples,
+            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, *data_window.fine_tuning_set(window),
                                                 (sets.val_images, sets.val_samples), state.progress, iteration, timers)
             report.phase(iteration, None, "testing")
             test = timed(timers, "vlm_inference_s", parts.learner.evaluate, vlm, sets.test_images, sets.test_samples)
