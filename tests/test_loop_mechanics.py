@@ -155,8 +155,9 @@ def test_data_window_fine_tunes_on_the_last_n_batches_and_resumes_with_them(tmp_
     config = smoke_config(iterations=3, data_window=2, eval_every=2)  # one fine-tuning call an iteration
     one, full, part = RecordingLearner(), RecordingLearner(), RecordingLearner()
     loop.run(config.replace(data_window=1), tmp_path / "one", learner=one)
-    loop.run(config, tmp_path / "full", learner=full)
+    records = loop.run(config, tmp_path / "full", learner=full)
     batch = config.episodes * config.samples_per_episode
+    assert [r["finetune_samples"] for r in records] == [0, batch, 2 * batch, 2 * batch]
     assert [n for n, _, _ in one.sets] == [batch] * 3
     assert [n for n, _, _ in full.sets] == [batch, 2 * batch, 2 * batch]
     assert full.sets[0] == one.sets[0] and full.sets[1][2][:batch] == one.sets[0][2]  # the first batch kept

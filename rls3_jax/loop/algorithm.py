@@ -3,8 +3,9 @@
 Per iteration: E episodes, each running the agent (updating every step) until T0 valid samples exist; the
 episode's samples become prompts, the VLM is evaluated on them and beta * J2 is returned to the agent as
 reward; eta of each episode's samples join the fine-tuning batch; then K VLM steps (PaliGemma) or epochs
-(CLIP) with validation every F; the batch is cleared. The fixed test set is evaluated every iteration.
-The phases live beside this file: episodes.py, finetune.py, state.py (checkpoints), records.py, reporting.py.
+(CLIP) with validation every F; the batch is cleared (with a data window of N, the steps draw from the last N
+iterations' batches). The fixed test set is evaluated every iteration. The phases live beside this file:
+episodes.py, finetune.py, data_window.py, state.py (checkpoints), records.py, reporting.py.
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
             window = data_window.slide(window, iteration, made.images, made.samples, config.data_window)
             # lines 13-19: K fine-tuning steps with validation every F; early stopping on validation
             report.phase(iteration, None, "fine-tuning")
-            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, *data_window.fine_tuning_set(window),
+            images, samples = data_window.fine_tuning_set(window)
+            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, images, samples,
                                                 (sets.val_images, sets.val_samples), state.progress, iteration, timers)
             report.phase(iteration, None, "testing")
             test = timed(timers, "vlm_inference_s", parts.learner.evaluate, vlm, sets.test_images, sets.test_samples)
             state.progress.observe(config, iteration, val_history[-1][1])
-            record = iteration_record(state.records[-1], iteration, made, losses, val_history, test,
+            record = iteration_record(state.records[-1], iteration, made, len(samples), losses, val_history, test,
                                       sets.test_samples, blind, state.progress.stopped, timers)
             state = LoopState(vlm, made.agent, made.buffer, [*state.records, record], state.progress)
             loop_state.save(out, state)

@@ -54,7 +54,7 @@ def first_record(val, test, test_samples, blind: dict, pretrain_valid, pretrain_
     """Iteration 0: the VLM before fine-tuning, and the agent's pretraining."""
     return {
         "iteration": 0, "generated_samples": 0, "env_steps": 0, "valid_fraction": 0.0,
-        "mean_extrinsic_reward": 0.0, "train_loss": None, "train_losses": [],
+        "mean_extrinsic_reward": 0.0, "finetune_samples": 0, "train_loss": None, "train_losses": [],
         "val_metric": float(val["metric"]), "val_history": [[0, float(val["metric"])]],
         **_test_fields(test, test_samples, blind), "finetune_term_counts": {}, "finetune_complexity_counts": {},
         "stopped_early": False, "pretrain_valid_fraction": pretrain_valid, "pretrain_s": pretrain_s,
@@ -62,8 +62,8 @@ def first_record(val, test, test_samples, blind: dict, pretrain_valid, pretrain_
     }
 
 
-def iteration_record(previous: dict, iteration: int, generated: Generated, losses: list[float], val_history: list,
-                     test, test_samples, blind: dict, stopped: bool, timers: dict) -> dict:
+def iteration_record(previous: dict, iteration: int, generated: Generated, finetune_samples: int, losses: list[float],
+                     val_history: list, test, test_samples, blind: dict, stopped: bool, timers: dict) -> dict:
     batch_terms, batch_complexity = term_counts(generated.samples)
     return {
         "iteration": iteration,
@@ -72,6 +72,7 @@ def iteration_record(previous: dict, iteration: int, generated: Generated, losse
         "env_steps": previous["env_steps"] + generated.steps,
         "valid_fraction": generated.valid / max(1, generated.steps),
         "mean_extrinsic_reward": float(np.mean(generated.rewards)) if generated.rewards else 0.0,
+        "finetune_samples": finetune_samples,  # the set the steps drew from: this batch, or the data window's
         "train_loss": float(np.mean(losses)),
         "train_losses": losses,
         "val_metric": val_history[-1][1],
