@@ -114,4 +114,3 @@ def load_export(directory: Path) -> tuple[np.ndarray, list[dict]]:
                         "caption": record["caption"], "question": record["question"],
                         "metadata": json.loads(record["metadata"])})
     return np.stack(images), samples
-

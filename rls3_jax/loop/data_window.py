@@ -30,8 +30,8 @@ def restore(out: Path, iteration: int, size: int) -> list[Batch]:
     for earlier in range(first, iteration):
         directory = batch_dir(out, earlier)
         if not (directory / "metadata.jsonl").is_file():
-            raise RunError(f"--resume with --data-window {size}: iteration {earlier}'s fine-tuning batch "
-                                    f"is missing from {directory}")
+            raise RunError(f"--resume with --data-window {size}: iteration {earlier}'s fine-tuning batch is "
+                           f"missing from {directory}")
         batches.append((earlier, *datasets.load_export(directory)))
     return batches
 
