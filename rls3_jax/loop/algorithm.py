@@ -58,7 +58,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                             show=functools.partial(report.phase, iteration))
             if (config.export_data or config.data_window > 1) and distributed.is_main():
                 datasets.export(data_window.batch_dir(out, iteration), made.images, made.samples)
-            window = data_window.slide(window, iteration, made.images, made.samples, config.data_window)
+            window = data_window.slide(window, made.images, made.samples, config.data_window)
             # lines 13-19: K fine-tuning steps with validation every F; early stopping on validation
             report.phase(iteration, None, "fine-tuning")
             images, samples = data_window.fine_tuning_set(window)

@@ -16,7 +16,7 @@ import numpy as np
 from rls3_jax import datasets
 from rls3_jax.loop.components import RunError
 
-Batch = tuple[int, np.ndarray, list]  # (iteration, images, samples)
+Batch = tuple[np.ndarray, list]  # (images, samples) of one iteration
 
 
 def batch_dir(out: Path, iteration: int) -> Path:
@@ -32,15 +32,15 @@ def restore(out: Path, iteration: int, size: int) -> list[Batch]:
         if not (directory / "metadata.jsonl").is_file():
             raise RunError(f"--resume with --data-window {size}: iteration {earlier}'s fine-tuning batch is "
                            f"missing from {directory}")
-        batches.append((earlier, *datasets.load_export(directory)))
+        batches.append(datasets.load_export(directory))
     return batches
 
 
-def slide(window: list[Batch], iteration: int, images: np.ndarray, samples: list, size: int) -> list[Batch]:
-    """The window after `iteration`'s batch joins it: its last `size` batches."""
-    return [*window, (iteration, images, samples)][-size:]
+def slide(window: list[Batch], images: np.ndarray, samples: list, size: int) -> list[Batch]:
+    """The window after a new iteration's batch joins it: its last `size` batches."""
+    return [*window, (images, samples)][-size:]
 
 
 def fine_tuning_set(window: list[Batch]) -> tuple[np.ndarray, list]:
     """The window's images and samples, oldest first."""
-    return np.concatenate([images for _, images, _ in window]), [s for _, _, samples in window for s in samples]
+    return np.concatenate([images for images, _ in window]), [s for _, samples in window for s in samples]
