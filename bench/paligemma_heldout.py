@@ -4,7 +4,9 @@ N training-room renders with one random object pair each; every --eval-every ste
 renders (training rooms) and 128 test renders (unseen rooms), beside the best consistent image-blind answer of
 each set (rls3_jax.blind). One JSON line per evaluation. `--grounded`: answers with both objects' boxes before
 the caption (rls3_jax.vlm.paligemma.detection.grounded_answer), and each line adds the mean IoU of the boxes the
-answers state; `--mirror`: the training set plus its mirror image (rls3_jax.mirror).
+answers state; `--true-boxes` (with `--grounded`) adds the score of the caption the model writes when its answer
+starts with the true boxes (what its relation step reads from perfect boxes); `--mirror`: the training set plus
+its mirror image (rls3_jax.mirror).
 
     PYTHONPATH=. python bench/paligemma_heldout.py --n 3000 --steps 1500 --eval-every 500 --lr 2e-3 [--grounded]
 """
@@ -18,12 +20,15 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 import sim
 from rls3_jax import blind, mirror
 from rls3_jax.prompts import describe_pair
+from rls3_jax.scoring import rubric_score
 from rls3_jax.vlm.paligemma import detection
 from rls3_jax.vlm.paligemma import learner as paligemma_learner
+from rls3_jax.vlm.paligemma.inputs import preprocess_images
 
 
 def samples(split: str, n: int, seed: int, image_size: int):
@@ -45,6 +50,40 @@ def answer_box_iou(answers, samples) -> float:
     return float(sum(ious) / len(ious))
 
 
+def true_boxes(sample: dict) -> str:
+    """The start of the sample's grounded answer: both true boxes and names, up to the caption."""
+    return detection.grounded_answer(sample).rsplit(" ; ", 1)[0] + " ;"
+
+
+def continue_answers(learner, params, images, questions, starts, max_new: int = 24) -> list[str]:
+    """Greedy continuations of answers whose first tokens are given (teacher-forced, answer tokens causal as in
+    training): a full forward pass per new token, no cache; a diagnostic, not the learner's decoder."""
+    prompts, n_img = learner.prompts, learner.config.num_image_tokens
+    rows = [[prompts.image_id] * n_img + prompts.prefix(q) for q in questions]
+    answer_from = [len(r) for r in rows]
+    rows = [r + prompts.suffix(a)[:-1] for r, a in zip(rows, starts)]  # without the EOS
+    length = max(len(r) for r in rows) + max_new
+    forward = jax.jit(lambda p, ids, pixels, mask, types: learner.model.apply(
+        {"params": p}, input_ids=ids, pixel_values=pixels, attention_mask=mask, token_type_ids=types)["logits"])
+    pixels = preprocess_images(np.asarray(images), learner.image_spec)
+    new, done = [[] for _ in rows], np.zeros(len(rows), bool)
+    for _ in range(max_new):
+        ids, mask = np.zeros((len(rows), length), np.int32), np.zeros((len(rows), length), np.int32)
+        types = np.ones_like(ids)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], mask[i, : len(r)], types[i, : answer_from[i]] = r, 1, 0
+        logits = np.asarray(forward(params, ids, pixels, mask, types))
+        for i, r in enumerate(rows):
+            token = int(np.argmax(logits[i, len(r) - 1 - (length - logits.shape[1])]))
+            done[i] |= token == prompts.eos_id
+            if not done[i]:
+                r.append(token)
+                new[i].append(token)
+        if done.all():
+            break
+    return [prompts.decode(t) for t in new]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, default=paligemma_learner.BASE_WEIGHTS)
@@ -57,6 +96,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mirror", action="store_true", help="add every image's mirror image (left/right swapped)")
     parser.add_argument("--grounded", action="store_true", help="answer with both objects' boxes, then the caption")
+    parser.add_argument("--true-boxes", action="store_true",
+                        help="with --grounded: also score the caption the model writes after the TRUE boxes")
     args = parser.parse_args()
     config, params, tokenizer, _ = paligemma_learner.load_base(args.base, args.base.with_suffix(".json"))
     learner = paligemma_learner.PaliGemmaLearner.from_parts(
@@ -78,6 +119,11 @@ def main() -> None:
             line[f"{name}_per_term"] = {t: round(v, 2) for t, v in result["per_term"].items()}
             if args.grounded:
                 line[f"{name}_answer_box_iou"] = round(answer_box_iou(result["answers"], s), 3)
+            if args.grounded and args.true_boxes:
+                starts = [true_boxes(x) for x in s]
+                after = continue_answers(learner, state["params"], images, [x["question"] for x in s], starts)
+                scores = [rubric_score(x["terms"], a) for x, a in zip(s, after)]
+                line[f"{name}_after_true_boxes"] = round(float(np.mean(scores)), 3)
         print(json.dumps(line), flush=True)
         if done >= args.steps:
             break
