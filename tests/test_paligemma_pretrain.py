@@ -90,3 +90,46 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
         main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
     assert stop.value.code == 2
     assert "--image-size 100 is not a multiple of --patch-size 8" in capsys.readouterr().err
+
+
+def test_location_embeddings_span_only_the_frequencies_asked_for():
+    from rls3_jax.vlm.paligemma import detection
+    from rls3_jax.vlm.paligemma.learner import embedded_config
+    from rls3_jax.vlm.paligemma.pretrain import smooth_location_embeddings
+    from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.for_objects(sim.OBJECT_NAMES, location_tokens=True)
+    _, params = init_params(embedded_config(len(tokenizer)), 0)
+    first = tokenizer.ids[detection.LOC_TOKENS[0]]
+    ranks = {}
+    for frequencies in (2, 16):
+        table = smooth_location_embeddings(params, tokenizer, 0, frequencies)["language_model"]["embed_tokens"]["embedding"]
+        loc = np.asarray(table)[first:first + detection.LOC_BINS]
+        ranks[frequencies] = np.linalg.matrix_rank(loc.astype(np.float64), tol=1e-3 * np.abs(loc).max())
+        assert np.abs(np.diff(loc, axis=0)).max() < 0.1 * np.abs(loc).max()  # neighbouring bins stay close
+        np.testing.assert_array_equal(np.asarray(table)[:first], np.asarray(params["language_model"]["embed_tokens"]["embedding"])[:first])
+    assert ranks[2] == 4 and ranks[16] > 16, ranks  # a sine and a cosine per frequency
+
+
+def test_stage_one_taken_from_a_base_file_copies_its_vision_tower(tmp_path):
+    import pytest
+
+    from rls3_jax.vlm.paligemma.learner import embedded_config, save_base
+    from rls3_jax.vlm.paligemma.pretrain import _stage1_from
+    from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.for_objects(sim.OBJECT_NAMES, location_tokens=True)
+    config = embedded_config(len(tokenizer))
+    _, base = init_params(config, 1)
+    path = tmp_path / "base.safetensors"
+    save_base(path, path.with_suffix(".json"), base, config, tokenizer, {"vision_steps": 7, "vision_final_loss": 1.5})
+    _, fresh = init_params(config, 2)
+    params, info = _stage1_from(path, config, fresh)
+    assert info == {"vision_from": str(path), "vision_steps": 7, "vision_final_loss": 1.5}
+    for a, b in zip(jax.tree.leaves(params["vision_tower"]), jax.tree.leaves(base["vision_tower"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for part in ("multi_modal_projector", "language_model"):  # this run's own init
+        for a, b in zip(jax.tree.leaves(params[part]), jax.tree.leaves(fresh[part])):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="base.safetensors: its vision tower"):
+        _stage1_from(path, embedded_config(len(tokenizer), image_size=96, patch_size=8), fresh)

@@ -1,8 +1,11 @@
 """Base weights of the embedded PaliGemma default: it names and detects the objects, never relates them.
 
-    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --out rls3_jax/assets/paligemma_base.safetensors
+    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --out stage1/paligemma_base.safetensors
+    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --vision-from stage1/paligemma_base.safetensors \
+        --location-frequencies 2 --frozen-locations --out rls3_jax/assets/paligemma_base.safetensors
 
-trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
+(the shipped base: the second command runs stage 2 again on the first one's vision tower, with location-token
+embeddings that keep the bin's order; docs/paligemma.md) trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
 what real PaliGemma knows before RLS3 fine-tunes it: naming the objects in an image ("Which objects are in the
 image?" -> "a blender, a plate and a yellow bowl") and detecting one in PaliGemma's own format ("detect cup" ->
 "<loc0412><loc0233><loc0530><loc0310> cup", rls3_jax.vlm.paligemma.detection). No caption, question or answer of it holds
@@ -13,8 +16,11 @@ a spatial word. Two stages:
    tokens it says where (cross-entropy against a Gaussian around the object's projected centre), and a second
    head reads the object's distance from the camera at those tokens. A from-scratch ViT finds the 6-12 px
    objects far sooner with this direct signal than from the language model's loss alone.
-2. the whole model learns the two questions; location tokens are trained against a Gaussian over
-   neighbouring bins (they are ordered values, not unrelated words) and start from smooth embeddings.
+2. the language model learns the two questions; location tokens are trained against a Gaussian over
+   neighbouring bins (they are ordered values, not unrelated words) and start from smooth embeddings: a random
+   projection of the lowest sinusoids of the bin (`--location-frequencies`), kept fixed with
+   `--frozen-locations`, so that a later fine-tune can read an order from them that holds in rooms it has not
+   seen.
 
 Every render is photometrically jittered (brightness, colour balance, contrast, noise) so that what is learned
 does not hang on the five training rooms' colours (--procedural P: a share P of the scene variants are
@@ -132,12 +138,13 @@ def pretrain_vision(model, params, pixels, targets, steps: int, batch_size: int,
             "multi_modal_projector": trainable["multi_modal_projector"]}, [float(x) for x in jax.device_get(losses)]
 
 
-def smooth_location_embeddings(params, tokenizer: WordTokenizer, seed: int):
-    """Location-token embeddings as a random projection of sinusoids of the bin: neighbouring bins start close."""
+def smooth_location_embeddings(params, tokenizer: WordTokenizer, seed: int, frequencies: int = 16):
+    """Location-token embeddings as a random projection of sinusoids of the bin (the lowest `frequencies`
+    multiples of pi): neighbouring bins start close."""
     table = np.asarray(params["language_model"]["embed_tokens"]["embedding"]).copy()
     first = tokenizer.ids[detection.LOC_TOKENS[0]]
     bins = np.arange(detection.LOC_BINS)[:, None] / detection.LOC_BINS
-    freqs = np.arange(1, 17)[None, :] * np.pi
+    freqs = np.arange(1, frequencies + 1)[None, :] * np.pi
     features = np.concatenate([np.sin(bins * freqs), np.cos(bins * freqs)], axis=1)  # [1024, 32]
     proj = np.random.default_rng(seed).normal(0.0, 1.0, (features.shape[1], table.shape[1]))
     loc = features @ proj
@@ -186,9 +193,11 @@ def image_tokens_of(model, params, pixels, chunk: int = 256):
     return jnp.concatenate([embed(params, pixels[i:i + chunk]) for i in range(0, len(pixels), chunk)])
 
 
-def pretrain_language(model, params, pixels, examples, prompts, steps, batch_size, learning_rate, key, sigma_bins):
-    """Stage 2: the projector and the language model learn naming and detection; the vision tower stays as
-    stage 1 left it, so its image tokens are computed once."""
+def pretrain_language(model, params, pixels, examples, prompts, steps, batch_size, learning_rate, key, sigma_bins,
+                      frozen_locations: bool = False):
+    """Stage 2: the language model learns naming and detection; the vision tower and projector stay as stage 1
+    left them, so the image tokens are computed once. frozen_locations: the location tokens' embeddings keep
+    their starting values (restored after every update, AdamW's decay included)."""
     image_index = jnp.asarray([e[0] for e in examples], jnp.int32)
     questions, answers = [e[1] for e in examples], [e[2] for e in examples]
     length = sequence_length(prompts, model.config.num_image_tokens, questions, answers)
@@ -200,6 +209,8 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
     vision = params["vision_tower"]
     tower_tokens = image_tokens_of(model, params, pixels)
     language = {k: v for k, v in params.items() if k != "vision_tower"}
+    rows = slice(loc_first, loc_first + detection.LOC_BINS)
+    locations = language["language_model"]["embed_tokens"]["embedding"][rows]
 
     @jax.jit
     def step(language, opt, text, image_index, idx):
@@ -208,7 +219,11 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
         loss, grads = jax.value_and_grad(
             lambda p: soft_answer_loss(model, {**p, "vision_tower": vision}, batch, loc_first, sigma_bins))(language)
         updates, opt = tx.update(grads, opt, language)
-        return optax.apply_updates(language, updates), opt, loss
+        language = optax.apply_updates(language, updates)
+        if frozen_locations:
+            table = language["language_model"]["embed_tokens"]["embedding"].at[rows].set(locations)
+            language = {**language, "language_model": {**language["language_model"], "embed_tokens": {"embedding": table}}}
+        return language, opt, loss
 
     opt, losses = tx.init(language), []
     for i, step_key in enumerate(jax.random.split(key, steps)):
@@ -220,10 +235,24 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
     return {**language, "vision_tower": vision}, [float(x) for x in jax.device_get(losses)]
 
 
+def _stage1_from(path: Path, config, params):
+    """(params with `path`'s vision tower, what its JSON says of how it was made). The projector stays at this
+    run's init, as stage 2 computes every image's tokens once through it and so never trains it either."""
+    base_config, base_params, _, base_info = paligemma_learner.load_base(path, path.with_suffix(".json"))
+    if base_config.vision != config.vision or base_config.text.hidden_size != config.text.hidden_size:
+        raise ValueError(f"--vision-from {path}: its vision tower ({base_config.vision}) does not fit this config "
+                         f"({config.vision}, text width {config.text.hidden_size})")
+    parts = {"vision_tower": jax.tree.map(jnp.asarray, base_params["vision_tower"])}
+    keys = ("vision_steps", "vision_batch_size", "vision_learning_rate", "vision_final_loss", "vision_seconds")
+    return {**params, **parts}, {"vision_from": str(path), **{k: base_info[k] for k in keys if k in base_info}}
+
+
 def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
-             image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE):
-    """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`)."""
+             image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
+             location_frequencies=16, frozen_locations=False, vision_from: Path | None = None):
+    """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
+    vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped)."""
     import sim
     from sim import augment
 
@@ -231,7 +260,8 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     tokenizer = WordTokenizer.for_objects(catalogue, location_tokens=True)
     config = paligemma_learner.embedded_config(len(tokenizer), image_size=image_size, patch_size=patch_size)
     model, params = init_params(config, seed)
-    params = smooth_location_embeddings(params, tokenizer, seed)
+    params = smooth_location_embeddings(params, tokenizer, seed, location_frequencies)
+    stage1 = None if vision_from is None else _stage1_from(vision_from, config, params)
     t0 = time.time()
     # Varied copies of the training rooms (camera pose, mirror, wall/floor/furniture colours; sim.augment), a new
     # variant every `per_variant` renders of a room: what is learned cannot hang on the five rooms as they are.
@@ -242,11 +272,16 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     grid = config.vision.image_size // config.vision.patch_size
     vision_key, key = jax.random.split(jax.random.key(seed))
     t1 = time.time()
-    params, vision_losses = pretrain_vision(model, params, pixels, vision_targets(metadata, catalogue, grid),
-                                            vision_steps, vision_batch_size, vision_learning_rate, vision_key)
+    if stage1 is None:
+        params, vision_losses = pretrain_vision(model, params, pixels, vision_targets(metadata, catalogue, grid),
+                                                vision_steps, vision_batch_size, vision_learning_rate, vision_key)
+        vision_info = {"vision_final_loss": float(np.mean(vision_losses[-50:])), "vision_seconds": round(time.time() - t1, 1)}
+    else:
+        params, vision_info = stage1
     t2 = time.time()
     params, losses = pretrain_language(model, params, pixels, language_examples(metadata, catalogue, seed),
-                                       WordPrompts(tokenizer), steps, batch_size, learning_rate, key, sigma_bins)
+                                       WordPrompts(tokenizer), steps, batch_size, learning_rate, key, sigma_bins,
+                                       frozen_locations)
     info = {
         "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
         "augmentation": "sim.augment.jitter_scene variants of the training rooms"
@@ -254,11 +289,11 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
                         + " + photometric jitter",
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
-        "vision_final_loss": float(np.mean(vision_losses[-50:])),
+        **vision_info, "location_frequencies": location_frequencies, "frozen_locations": frozen_locations,
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "location_sigma_bins": sigma_bins,
         "task": f"{NAMING_QUESTION!r} -> objects in catalogue order; 'detect NAME' -> four <locYYYY> and NAME",
         "final_loss": float(np.mean(losses[-50:])),
-        "data_seconds": round(t1 - t0, 1), "vision_seconds": round(t2 - t1, 1), "train_seconds": round(time.time() - t2, 1),
+        "data_seconds": round(t1 - t0, 1), "train_seconds": round(time.time() - t2, 1),
     }
     return config, params, tokenizer, info
 
@@ -328,6 +363,12 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=paligemma_learner.EMBEDDED_IMAGE_SIZE, help="render size in pixels")
     parser.add_argument("--patch-size", type=int, default=paligemma_learner.EMBEDDED_PATCH_SIZE,
                         help="vision patch size in pixels")
+    parser.add_argument("--location-frequencies", type=int, default=16,
+                        help="sinusoid frequencies the location-token embeddings start from")
+    parser.add_argument("--frozen-locations", action="store_true",
+                        help="keep the location tokens' embeddings at their smooth start through stage 2")
+    parser.add_argument("--vision-from", type=Path, default=None,
+                        help="a base file whose vision tower replaces stage 1's")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
@@ -335,7 +376,8 @@ def main(argv=None):
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
         args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
-        image_size=args.image_size, patch_size=args.patch_size,
+        image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
+        frozen_locations=args.frozen_locations, vision_from=args.vision_from,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
