@@ -133,3 +133,31 @@ def test_stage_one_taken_from_a_base_file_copies_its_vision_tower(tmp_path):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="base.safetensors: its vision tower"):
         _stage1_from(path, embedded_config(len(tokenizer), image_size=96, patch_size=8), fresh)
+
+
+def test_frozen_location_embeddings_stay_while_the_rest_of_the_language_model_trains():
+    from rls3_jax.vlm.paligemma import detection
+    from rls3_jax.vlm.paligemma.inputs import WordPrompts
+    from rls3_jax.vlm.paligemma.pretrain import pretrain_language, smooth_location_embeddings
+    from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.for_objects(sim.OBJECT_NAMES, location_tokens=True)
+    config = PaliGemmaConfig(
+        vision=VisionConfig(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                            num_attention_heads=2),
+        text=TextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, head_dim=8),
+        image_token_index=tokenizer.image_id,
+    )
+    model, params = init_params(config, 0)
+    params = smooth_location_embeddings(params, tokenizer, 0, 2)
+    pixels = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32))
+    examples = [(0, "detect cup", "<loc0100><loc0200><loc0300><loc0400> cup"), (1, "detect plate", "<loc0500><loc0600><loc0700><loc0800> plate")]
+    first = tokenizer.ids[detection.LOC_TOKENS[0]]
+    rows = slice(first, first + detection.LOC_BINS)
+    table = lambda p: np.asarray(p["language_model"]["embed_tokens"]["embedding"])
+    for frozen in (True, False):
+        trained, _ = pretrain_language(model, params, pixels, examples, WordPrompts(tokenizer), 3, 2, 1e-2,
+                                       jax.random.key(0), 12.0, frozen_locations=frozen)
+        assert np.array_equal(table(trained)[rows], table(params)[rows]) == frozen
+        assert not np.array_equal(table(trained)[:first], table(params)[:first])  # the words' embeddings train

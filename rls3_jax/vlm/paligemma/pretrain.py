@@ -195,8 +195,8 @@ def image_tokens_of(model, params, pixels, chunk: int = 256):
 
 def pretrain_language(model, params, pixels, examples, prompts, steps, batch_size, learning_rate, key, sigma_bins,
                       frozen_locations: bool = False):
-    """Stage 2: the language model learns naming and detection; the vision tower and projector stay as stage 1
-    left them, so the image tokens are computed once. frozen_locations: the location tokens' embeddings keep
+    """Stage 2: the language model learns naming and detection; the vision tower and projector stay as they
+    come in (stage 1's, or `--vision-from`'s tower), so the image tokens are computed once. frozen_locations: the location tokens' embeddings keep
     their starting values (restored after every update, AdamW's decay included)."""
     image_index = jnp.asarray([e[0] for e in examples], jnp.int32)
     questions, answers = [e[1] for e in examples], [e[2] for e in examples]
