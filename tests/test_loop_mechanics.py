@@ -173,6 +173,42 @@ def test_data_window_fine_tunes_on_the_last_n_batches_and_resumes_with_them(tmp_
         loop.run(config.replace(iterations=4), tmp_path / "part", resume=True, learner=part)
 
 
+class EncodingLearner(ScalarLearner):
+    """Has a frozen image encoding (each image's pixel sum): records what it encodes and what each fine-tuning
+    call is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoded_batches, self.calls = [], []
+
+    def encode_images(self, state, images):
+        self.encoded_batches.append(len(images))
+        return jnp.asarray(images.reshape(len(images), -1).sum(1), jnp.float32)
+
+    def finetune(self, state, images, samples, k, key, encoded=None):
+        self.calls.append((len(samples), encoded is not None and np.array_equal(
+            np.asarray(encoded), images.reshape(len(images), -1).sum(1))))
+        return super().finetune(state, images, samples, k, key)
+
+
+def test_data_window_encodes_each_batch_once_and_again_after_a_resume(tmp_path):
+    """A learner's frozen encoding is computed once per batch, not in every fine-tuning call of every
+    iteration the batch stays in the window; each call gets its whole set's encoding, and a resumed run
+    encodes the batches it reads back."""
+    config = smoke_config(iterations=3, data_window=2, vlm_steps=2, eval_every=1)  # two calls an iteration
+    batch = config.episodes * config.samples_per_episode
+    full = EncodingLearner()
+    loop.run(config, tmp_path / "full", learner=full)
+    assert full.encoded_batches == [batch] * 3
+    assert full.calls == [(batch, True)] * 2 + [(2 * batch, True)] * 4
+    part = EncodingLearner()
+    loop.run(config.replace(iterations=2), tmp_path / "part", learner=part)
+    part.encoded_batches.clear()
+    loop.run(config, tmp_path / "part", resume=True, learner=part)
+    assert part.encoded_batches == [batch, batch]  # iteration 2's batch read back, then iteration 3's
+    assert part.calls[-2:] == [(2 * batch, True)] * 2
+
+
 def test_early_stopping_for_sac_only(tmp_path, scalar_learner):
     scalar_learner.ceiling = 0.2  # no improvement after the first iteration
     records = loop.run(smoke_config(iterations=8, patience=2, min_iterations=3), tmp_path / "sac", learner=scalar_learner)

@@ -146,6 +146,26 @@ def test_cached_image_tokens_give_the_uncached_losses_and_parameters(learner, da
         np.testing.assert_allclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)
 
 
+def test_image_tokens_encoded_once_serve_later_calls_and_every_state(learner, data):
+    """`encode_images` is what a later fine-tuning call computes itself: passed in as `encoded`, the losses and
+    weights are the same bit for bit, and a fine-tuned state encodes the images as the first one did (the
+    tower is frozen). A learner whose tower trains has no such encoding; a wrong-sized one is refused."""
+    (train_images, train), _ = data
+    images, samples = train_images[:40], train[:40]
+    key = jax.random.key(5)
+    start = learner.init_state(0)
+    encoded = learner.encode_images(start, images)
+    assert encoded.shape == (40, learner.config.num_image_tokens, learner.config.text.hidden_size)
+    state_a, losses_a = learner.finetune(start, images, samples, 4, key)
+    state_b, losses_b = learner.finetune(start, images, samples, 4, key, encoded=encoded)
+    assert losses_a == losses_b
+    jax.tree.map(np.testing.assert_array_equal, state_a["params"], state_b["params"])
+    np.testing.assert_array_equal(np.asarray(learner.encode_images(state_a, images)), np.asarray(encoded))
+    with pytest.raises(ValueError, match="shape .40, .* for 39 samples"):
+        learner.finetune(start, images[:39], samples[:39], 1, key, encoded=encoded)
+    assert dataclasses.replace(learner, cache_image_features=False).encode_images(start, images) is None
+
+
 def test_images_normalised_on_the_device_match_the_processor_layout():
     """The learner sends uint8 images and normalises them inside jit: the same floats as the host path
     (the processor's layout), for the embedded spec and a checkpoint's own mean and std."""

@@ -50,7 +50,7 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
         cleanup.callback(report.close)
         if not resumed:
             report.iteration(state.records[0])
-        window = data_window.restore(out, state.iteration, config.data_window)  # earlier batches kept for fine-tuning
+        window = data_window.restore(out, state.iteration, config.data_window, parts.learner, state.vlm)
         while not finished(config, state):
             iteration, timers = state.iteration, new_timers()
             # lines 3-12: episodes, the VLM's failure on each as the agent's reward, eta of each kept
@@ -58,11 +58,13 @@ def run(config: RunConfig, out: str | os.PathLike, resume: bool = False, budget_
                             show=functools.partial(report.phase, iteration))
             if (config.export_data or config.data_window > 1) and distributed.is_main():
                 datasets.export(data_window.batch_dir(out, iteration), made.images, made.samples)
-            window = data_window.slide(window, made.images, made.samples, config.data_window)
             # lines 13-19: K fine-tuning steps with validation every F; early stopping on validation
             report.phase(iteration, None, "fine-tuning")
-            images, samples = data_window.fine_tuning_set(window)
-            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, images, samples,
+            # frozen work on the batch done once, not again in each later iteration's fine-tuning
+            encoded = timed(timers, "vlm_training_s", data_window.encode, parts.learner, state.vlm, made.images)
+            window = data_window.slide(window, data_window.Batch(made.images, made.samples, encoded), config.data_window)
+            images, samples, encoded = data_window.fine_tuning_set(window)
+            vlm, losses, val_history = finetune(config, parts.learner, state.vlm, (images, samples, encoded),
                                                 (sets.val_images, sets.val_samples), state.progress, iteration, timers)
             report.phase(iteration, None, "testing")
             test = timed(timers, "vlm_inference_s", parts.learner.evaluate, vlm, sets.test_images, sets.test_samples)

@@ -30,16 +30,19 @@ class Progress:
                         and self.since_best >= config.patience)
 
 
-def finetune(config: RunConfig, learner: Learner, vlm_state, images, samples, val_set, progress: Progress,
+def finetune(config: RunConfig, learner: Learner, vlm_state, train_set, val_set, progress: Progress,
              iteration: int, timers: dict):
-    """(new VLM state, the steps' losses, [[vlm_steps, val_metric] after every F steps])."""
+    """(new VLM state, the steps' losses, [[vlm_steps, val_metric] after every F steps]). `train_set`: images,
+    samples and their encoding (`Learner.encode_images`, passed on when there is one)."""
+    images, samples, encoded = train_set
+    extra = {} if encoded is None else {"encoded": encoded}
     val_images, val_samples = val_set
     losses, val_history, done = [], [], 0
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), iteration)
     while done < config.vlm_steps:
         chunk = min(config.eval_every, config.vlm_steps - done)
         started = time.perf_counter()
-        vlm_state, chunk_losses = learner.finetune(vlm_state, images, samples, chunk, jax.random.fold_in(key, done))
+        vlm_state, chunk_losses = learner.finetune(vlm_state, images, samples, chunk, jax.random.fold_in(key, done), **extra)
         timers["vlm_training_s"] += time.perf_counter() - started
         losses.extend(float(x) for x in chunk_losses)
         done += chunk

@@ -38,4 +38,8 @@ class Learner(Protocol):
         """Score `images` [n, H, W, 3] against their `samples` (dicts with caption, question, terms, ...)."""
 
     def finetune(self, state: Any, images: np.ndarray, samples: Sequence[dict], k: int, key) -> tuple[Any, list[float]]:
-        """K steps (PaliGemma) or epochs (CLIP) on the set: (new state, the steps' losses)."""
+        """K steps (PaliGemma) or epochs (CLIP) on the set: (new state, the steps' losses).
+
+        A learner may also offer `encode_images(state, images)`: the work on the images that fine-tuning never
+        changes (a frozen vision tower's output), or None. The loop then computes it once per batch and passes it
+        on as `finetune(..., encoded=...)` for every call that batch is part of (loop/data_window.py)."""

@@ -322,31 +322,46 @@ class PaliGemmaLearner:
             "answers": answers,
         }
 
-    def finetune(self, state, images, samples: Sequence[dict], k: int, key) -> tuple[dict, list[float]]:
-        """k steps on minibatches of train_batch_size drawn (with replacement) from the set."""
+    def finetune(self, state, images, samples: Sequence[dict], k: int, key, encoded=None) -> tuple[dict, list[float]]:
+        """k steps on minibatches of train_batch_size drawn (with replacement) from the set; `encoded`: the
+        images' `encode_images`, computed once by a caller that fine-tunes on them again and again."""
         questions = [s["question"] for s in samples]
-        return self.finetune_on(state, images, questions, [self.target(s) for s in samples], k, key)
+        return self.finetune_on(state, images, questions, [self.target(s) for s in samples], k, key, encoded)
+
+    def encode_images(self, state, images: np.ndarray) -> jax.Array | None:
+        """The frozen vision tower's and projector's image tokens of (uint8) images, for `finetune(encoded=)`.
+
+        They stay valid for the whole run, since fine-tuning never changes those parameters; None when it does
+        (`full_finetune`): then every call must run the tower on the images with the current parameters."""
+        if not self.cache_image_features:
+            return None
+        params = sharding.put(state["params"], self.state_sharding["params"])
+        return self._image_features(params, resize_images(images, self.image_spec))[: len(images)]
 
     def target(self, sample: dict) -> str:
         """The answer a sample teaches: its caption, or with `grounded` the boxes and then the caption."""
         return detection.grounded_answer(sample) if self.grounded else sample["caption"]
 
-    def finetune_on(self, state, images, questions, answers, k: int, key) -> tuple[dict, list[float]]:
+    def finetune_on(self, state, images, questions, answers, k: int, key, encoded=None) -> tuple[dict, list[float]]:
         n = len(questions)
         if n == 0 or k <= 0:
             return state, []
+        if encoded is not None and (not self.cache_image_features or encoded.shape[0] != n):
+            raise ValueError(f"encoded image tokens of shape {encoded.shape} for {n} samples"
+                             + ("" if self.cache_image_features else " of a learner whose vision tower trains"))
         length = sequence_length(self.prompts, self.config.num_image_tokens, questions, answers)
         replicated = sharding.replicated(self.mesh)
         # Copies: the train step donates its inputs, and the caller's state must stay usable.
         sh = self.state_sharding
         params, opt = _copy(sharding.put((state["params"], state["opt"]), (sh["params"], sh["opt"])))
         host = training_batch(self.prompts, self.config.num_image_tokens, questions, answers, length)
-        images = resize_images(images, self.image_spec)  # uint8: normalised on the device
-        if self.cache_image_features:  # the frozen tower's tokens cannot change during the k steps
-            host["image_features"] = self._image_features(params, images)
-        else:
-            host["images"] = images
+        if encoded is None and self.cache_image_features:  # the frozen tower's tokens cannot change in k steps
+            encoded = self._image_features(params, resize_images(images, self.image_spec))
+        if encoded is None:
+            host["images"] = resize_images(images, self.image_spec)  # uint8: normalised on the device
         data = sharding.put(host, replicated)  # the set goes to the devices once
+        if encoded is not None:
+            data["image_features"] = encoded
         draw = lambda step_key: jax.random.randint(step_key, (self.train_batch_size,), 0, n)
         indices = np.asarray(jax.vmap(draw)(jax.random.split(key, k)))  # [k, B]: one small host copy
         padded = sharding.round_up(self.train_batch_size, sharding.batch_multiple(self.mesh))
