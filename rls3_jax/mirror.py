@@ -36,7 +36,10 @@ def mirrored_sample(sample: dict) -> dict:
 
 
 def mirrored_metadata(metadata: dict) -> dict:
-    """Object positions reflected in the camera's vertical plane (p - 2 ((p - c) . r) r, r the right vector)."""
+    """Object positions reflected in the camera's vertical plane (p - 2 ((p - c) . r) r, r the right vector).
+
+    `mirrored` marks the result (and is cleared by mirroring back): an object's box in the flipped image is its
+    original box flipped, not the box of its reflected position (detection.object_box)."""
     forward, centre = metadata["camera"]["forward"], metadata["camera"]["position"]
     norm = float(np.hypot(forward[0], forward[2]))
     right = np.array([forward[2], 0.0, -forward[0]]) / norm
@@ -45,7 +48,7 @@ def mirrored_metadata(metadata: dict) -> dict:
         p = np.asarray(obj["position"], np.float64)
         reflected = p - 2.0 * float(np.dot(p - np.asarray(centre, np.float64), right)) * right
         objects.append(dict(obj, position=[float(v) for v in reflected]))
-    return dict(metadata, objects=objects)
+    return dict(metadata, objects=objects, mirrored=not metadata.get("mirrored", False))
 
 
 def with_mirrors(images: np.ndarray, samples: Sequence[dict]) -> tuple[np.ndarray, list[dict]]:

@@ -64,3 +64,23 @@ def test_with_mirrors_appends_flipped_images_and_swapped_samples(scenes):
     assert any("left" in s["terms"] or "right" in s["terms"] for s in samples)
     with pytest.raises(ValueError, match="images for"):
         mirror.with_mirrors(images[:3], samples)
+
+
+def test_mirrored_boxes_are_the_original_boxes_flipped(scenes):
+    """A mirrored sample's detection boxes (also in its grounded answer) are the original boxes flipped left to
+    right, as the image is, not the boxes of the reflected positions; mirroring twice gives the original back."""
+    images, metadata = scenes
+    for md in metadata:
+        reflected = mirror.mirrored_metadata(md)
+        assert reflected["mirrored"] and not mirror.mirrored_metadata(reflected)["mirrored"]
+        for k in range(len(md["objects"])):
+            y0, x0, y1, x1 = detection.object_box(md, k)
+            np.testing.assert_allclose(detection.object_box(reflected, k), [y0, 1 - x1, y1, 1 - x0], atol=1e-12)
+            np.testing.assert_allclose(detection.object_box(mirror.mirrored_metadata(reflected), k),
+                                       [y0, x0, y1, x1], atol=1e-9)
+    sample = dict(prompts.describe_pair(metadata[0], 0, 1), metadata=metadata[0])
+    flipped = mirror.mirrored_sample(sample)
+    boxes = [detection.parse_box(part) for part in detection.grounded_answer(flipped).split(" ; ")[:2]]
+    originals = [detection.parse_box(part) for part in detection.grounded_answer(sample).split(" ; ")[:2]]
+    for box, original in zip(boxes, originals):
+        np.testing.assert_allclose(box[[1, 3]], 1 - original[[3, 1]], atol=2 / 1024)

@@ -44,8 +44,15 @@ def project(metadata: dict, points) -> np.ndarray:
 
 
 def object_box(metadata: dict, index: int) -> np.ndarray:
-    """(y_min, x_min, y_max, x_max) in [0, 1] of the index-th object's projected bounding box."""
+    """(y_min, x_min, y_max, x_max) in [0, 1] of the index-th object's projected bounding box; for mirrored
+    metadata (rls3_jax.mirror) the box of the original object, flipped left to right as the image is."""
     from sim.objects import OBJECT_HALF, object_index
+
+    if metadata.get("mirrored"):
+        from rls3_jax.mirror import mirrored_metadata
+
+        y0, x0, y1, x1 = object_box(mirrored_metadata(metadata), index)
+        return np.array([y0, 1.0 - x1, y1, 1.0 - x0])
 
     obj = metadata["objects"][index]
     half = OBJECT_HALF[object_index(obj["name"])]
