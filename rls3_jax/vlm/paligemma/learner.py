@@ -355,9 +355,9 @@ class PaliGemmaLearner:
         sh = self.state_sharding
         params, opt = _copy(sharding.put((state["params"], state["opt"]), (sh["params"], sh["opt"])))
         host = training_batch(self.prompts, self.config.num_image_tokens, questions, answers, length)
-        if encoded is None and self.cache_image_features:  # the frozen tower's tokens cannot change in k steps
-            encoded = self._image_features(params, resize_images(images, self.image_spec))
-        if encoded is None:
+        if encoded is None:  # the frozen tower's tokens cannot change in k steps: computed once for the set
+            encoded = self.encode_images(state, images)
+        if encoded is None:  # the tower trains
             host["images"] = resize_images(images, self.image_spec)  # uint8: normalised on the device
         data = sharding.put(host, replicated)  # the set goes to the devices once
         if encoded is not None:
