@@ -154,19 +154,29 @@ def smooth_location_embeddings(params, tokenizer: WordTokenizer, seed: int, freq
     return {**params, "language_model": lm}
 
 
-def language_examples(metadata, catalogue, seed: int):
-    """(image index, question, answer) for every image: the naming question, one detection per object and one
-    of two objects at once ("detect cup ; plate", PaliGemma's multi-object form: boxes in the order asked)."""
+def object_pairs(n_objects: int, count: int, rng: np.random.Generator):
+    """`count` distinct ordered pairs of object indices, drawn at random (one pair: the first two of a
+    permutation, the shipped base's draw)."""
+    if count == 1:
+        return [tuple(rng.permutation(n_objects)[:2])]
+    ordered = [(a, b) for a in range(n_objects) for b in range(n_objects) if a != b]
+    return [ordered[j] for j in rng.permutation(len(ordered))[:count]]
+
+
+def language_examples(metadata, catalogue, seed: int, pairs_per_image: int = 1):
+    """(image index, question, answer) for every image: the naming question, one detection per object and
+    `pairs_per_image` of two objects at once ("detect cup ; plate", PaliGemma's multi-object form: boxes in the
+    order asked)."""
     rng = np.random.default_rng(seed)
     out = []
     for i, m in enumerate(metadata):
         out.append((i, NAMING_QUESTION, naming_answer([o["name"] for o in m["objects"]], catalogue)))
         for k, o in enumerate(m["objects"]):
             out.append((i, detection.detect_prompt(o["name"]), detection.detect_answer(m, k)))
-        first, second = rng.permutation(len(m["objects"]))[:2]
-        names = [m["objects"][first]["name"], m["objects"][second]["name"]]
-        out.append((i, detection.detect_prompt(" ; ".join(names)),
-                    detection.detect_answer(m, first) + " ; " + detection.detect_answer(m, second)))
+        for first, second in object_pairs(len(m["objects"]), pairs_per_image, rng):
+            names = [m["objects"][first]["name"], m["objects"][second]["name"]]
+            out.append((i, detection.detect_prompt(" ; ".join(names)),
+                        detection.detect_answer(m, first) + " ; " + detection.detect_answer(m, second)))
     return out
 
 
@@ -250,7 +260,7 @@ def _stage1_from(path: Path, config, params):
 def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
-             location_frequencies=16, frozen_locations=False, vision_from: Path | None = None):
+             location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
     vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped)."""
     import sim
@@ -279,9 +289,9 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     else:
         params, vision_info = stage1
     t2 = time.time()
-    params, losses = pretrain_language(model, params, pixels, language_examples(metadata, catalogue, seed),
-                                       WordPrompts(tokenizer), steps, batch_size, learning_rate, key, sigma_bins,
-                                       frozen_locations)
+    examples = language_examples(metadata, catalogue, seed, pairs_per_image)
+    params, losses = pretrain_language(model, params, pixels, examples, WordPrompts(tokenizer), steps, batch_size,
+                                       learning_rate, key, sigma_bins, frozen_locations)
     info = {
         "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
         "augmentation": "sim.augment.jitter_scene variants of the training rooms"
@@ -290,6 +300,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
         **vision_info, "location_frequencies": location_frequencies, "frozen_locations": frozen_locations,
+        "pairs_per_image": pairs_per_image,
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "location_sigma_bins": sigma_bins,
         "task": f"{NAMING_QUESTION!r} -> objects in catalogue order; 'detect NAME' -> four <locYYYY> and NAME",
         "final_loss": float(np.mean(losses[-50:])),
@@ -369,6 +380,8 @@ def main(argv=None):
                         help="keep the location tokens' embeddings at their smooth start through stage 2")
     parser.add_argument("--vision-from", type=Path, default=None,
                         help="a base file whose vision tower replaces stage 1's")
+    parser.add_argument("--pairs-per-image", type=int, default=1, choices=range(1, 7), metavar="{1..6}",
+                        help="two-object detections ('detect A ; B') per image in stage 2")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
@@ -377,7 +390,7 @@ def main(argv=None):
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
         args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
         image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
-        frozen_locations=args.frozen_locations, vision_from=args.vision_from,
+        frozen_locations=args.frozen_locations, vision_from=args.vision_from, pairs_per_image=args.pairs_per_image,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
