@@ -9,7 +9,7 @@ import sim
 from rls3_jax.prompts import describe_pair
 from rls3_jax.vlm.paligemma import detection
 from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
-from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, language_examples
+from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, language_examples, object_pairs
 from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 from sim.render import view
 
@@ -52,6 +52,21 @@ def test_pretraining_answers_hold_no_spatial_word():
     for _, question, answer in examples:
         assert not spatial & set(question.lower().replace(";", " ").split()), question
         assert not spatial & set(answer.lower().replace(";", " ").replace(",", " ").split()), answer
+
+
+def test_two_object_detections_draw_distinct_ordered_pairs_with_boxes_in_the_order_asked():
+    _, metadata = sim.generate_samples("train", 8, 2, image_size=16)
+    for count in (1, 3, 6):
+        pairs = object_pairs(3, count, np.random.default_rng(count))
+        assert len(pairs) == len(set(pairs)) == count and all(a != b for a, b in pairs)
+        examples = language_examples(metadata, list(sim.OBJECT_NAMES), 0, pairs_per_image=count)
+        two = [(i, q, a) for i, q, a in examples if ";" in q]
+        assert len(two) == count * len(metadata) and len(examples) == (4 + count) * len(metadata)
+        for i, question, answer in two:
+            names = question.removeprefix("detect ").split(" ; ")
+            index = {o["name"]: k for k, o in enumerate(metadata[i]["objects"])}
+            assert answer == " ; ".join(detection.detect_answer(metadata[i], index[n]) for n in names)
+    assert set(object_pairs(3, 6, np.random.default_rng(0))) == {(a, b) for a in range(3) for b in range(3) if a != b}
 
 
 @pytest.fixture(scope="module")
