@@ -2,10 +2,10 @@
 
     python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --out stage1/paligemma_base.safetensors
     python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --vision-from stage1/paligemma_base.safetensors \
-        --location-frequencies 2 --frozen-locations --out rls3_jax/assets/paligemma_base.safetensors
+        --location-frequencies 2 --frozen-locations --pairs-per-image 6 --out rls3_jax/assets/paligemma_base.safetensors
 
 (the shipped base: the second command runs stage 2 again on the first one's vision tower, with location-token
-embeddings that keep the bin's order; docs/paligemma.md) trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
+embeddings that keep the bin's order and every ordered pair of objects detected at once; docs/paligemma.md) trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
 what real PaliGemma knows before RLS3 fine-tunes it: naming the objects in an image ("Which objects are in the
 image?" -> "a blender, a plate and a yellow bowl") and detecting one in PaliGemma's own format ("detect cup" ->
 "<loc0412><loc0233><loc0530><loc0310> cup", rls3_jax.vlm.paligemma.detection). No caption, question or answer of it holds
@@ -323,6 +323,19 @@ def detection_scores(learner, state, images, metadata) -> dict:
     return {"mean_iou": float(np.mean(ious)), "centre_error": float(np.mean(centre)), "example": said[0]}
 
 
+def pair_detection_scores(learner, state, images, metadata) -> dict:
+    """Mean IoU of both boxes of 'detect A ; B' (each image's first two objects): the form a grounded answer
+    states its boxes in."""
+    questions = [detection.detect_prompt(m["objects"][0]["name"] + " ; " + m["objects"][1]["name"]) for m in metadata]
+    ious = []
+    for answer, m in zip(learner.answer(state, images, questions), metadata):
+        parts = answer.split(" ; ") + ["", ""]
+        for k in (0, 1):
+            box = detection.parse_box(parts[k])
+            ious.append(detection.iou(box, detection.object_box(m, k)) if box is not None else 0.0)
+    return {"pair_mean_iou": float(np.mean(ious))}
+
+
 def proxy_samples(n: int, seed: int, image_size: int):
     """Validation proxy for unseen rooms: n renders of training-room variants (SCENE_JITTER, a new variant per
     render) seeded apart from any pretraining run (1000 + seed), no photometric jitter."""
@@ -349,7 +362,9 @@ def evaluate_base(learner, seed: int, n: int = 192) -> dict:
         names = [[o["name"] for o in m["objects"]] for m in metadata]
         out[f"naming_object_recall_{split}"] = float(np.mean([np.mean([x in a for x in ns]) for a, ns in zip(said, names)]))
         out[f"naming_exact_{split}"] = float(np.mean([a == naming_answer(ns, catalogue) for a, ns in zip(said, names)]))
-        for key, value in detection_scores(learner, state, images, metadata).items():
+        scores = {**detection_scores(learner, state, images, metadata),
+                  **pair_detection_scores(learner, state, images, metadata)}
+        for key, value in scores.items():
             out[f"detection_{key}_{split}"] = value
         if split == "test":
             spatial = learner.evaluate(state, images, [describe_pair(m, 0, 1) for m in metadata])
