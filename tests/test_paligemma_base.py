@@ -76,12 +76,14 @@ def base():
 
 
 def test_shipped_base_detects_the_objects_of_the_training_rooms(base):
-    from rls3_jax.vlm.paligemma.pretrain import detection_scores
+    from rls3_jax.vlm.paligemma.pretrain import detection_scores, pair_detection_scores
 
     learner, state = base
     images, metadata = sim.generate_samples("val", 16, 11, image_size=learner.image_size)
     scores = detection_scores(learner, state, images, metadata)
     assert scores["centre_error"] < 0.12 and scores["mean_iou"] > 0.15, scores
+    # two objects at once, boxes in the order asked (the form a grounded answer states its boxes in)
+    assert pair_detection_scores(learner, state, images, metadata)["pair_mean_iou"] > 0.15
     said = learner.answer(state, images, [NAMING_QUESTION] * len(images))
     recall = np.mean([np.mean([o["name"] in a for o in m["objects"]]) for a, m in zip(said, metadata)])
     assert recall > 0.6  # chance: 3 of 9 objects
