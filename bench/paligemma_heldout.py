@@ -6,7 +6,8 @@ each set (rls3_jax.blind). One JSON line per evaluation. `--grounded`: answers w
 the caption (rls3_jax.vlm.paligemma.detection.grounded_answer), and each line adds the mean IoU of the boxes the
 answers state; `--true-boxes` (with `--grounded`) adds the score of the caption the model writes when its answer
 starts with the true boxes (what its relation step reads from perfect boxes); `--mirror`: the training set plus
-its mirror image (rls3_jax.mirror).
+its mirror image (rls3_jax.mirror); `--photometric S`: fine-tune on the training images under the learner's fixed
+photometric jitter of strength S (the loop's `--image-jitter photometric` is S = 1).
 
     PYTHONPATH=. python bench/paligemma_heldout.py --n 3000 --steps 1500 --eval-every 500 --lr 2e-3 [--grounded]
 """
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mirror", action="store_true", help="add every image's mirror image (left/right swapped)")
+    parser.add_argument("--photometric", type=float, default=0.0,
+                        help="strength of the fixed photometric jitter of the fine-tuning images (0: none)")
     parser.add_argument("--grounded", action="store_true", help="answer with both objects' boxes, then the caption")
     parser.add_argument("--true-boxes", action="store_true",
                         help="with --grounded: also score the caption the model writes after the TRUE boxes")
@@ -102,7 +105,7 @@ def main() -> None:
     config, params, tokenizer, _ = paligemma_learner.load_base(args.base, args.base.with_suffix(".json"))
     learner = paligemma_learner.PaliGemmaLearner.from_parts(
         config, params, tokenizer, full_finetune=args.full, learning_rate=args.lr, train_batch_size=args.batch,
-        grounded=args.grounded)
+        grounded=args.grounded, photometric=args.photometric)
     train = samples("train", args.n, 100 + args.seed, learner.image_size)
     if args.mirror:
         train = mirror.with_mirrors(*train)
@@ -111,6 +114,7 @@ def main() -> None:
     state, key, done, start = learner.init_state(0), jax.random.key(args.seed), 0, time.time()
     while True:
         line = {"step": done, "n": args.n, "lr": args.lr, "full": args.full, "mirror": args.mirror,
+                "photometric": args.photometric,
                 "grounded": args.grounded, "seconds": round(time.time() - start)}
         for name, (images, s) in sets.items():
             result = learner.evaluate(state, images, s)

@@ -166,6 +166,29 @@ def test_image_tokens_encoded_once_serve_later_calls_and_every_state(learner, da
     assert dataclasses.replace(learner, cache_image_features=False).encode_images(start, images) is None
 
 
+def test_photometric_jitter_is_fixed_per_image_and_the_same_cached_or_not(learner, data):
+    """`photometric` jitters what fine-tuning sees: each image the same way wherever it stands in a set (seeded
+    by its pixels), in the cached and the uncached path alike; evaluation sees the images as they are."""
+    (train_images, train), _ = data
+    images, samples = train_images[:24], train[:24]
+    jittered = dataclasses.replace(learner, photometric=1.0)
+    seen = jittered.training_images(images)
+    assert seen.shape == images.shape and seen.dtype == np.uint8
+    assert all(not np.array_equal(a, b) for a, b in zip(seen, images))
+    np.testing.assert_array_equal(jittered.training_images(images[::-1]), seen[::-1])
+    assert learner.training_images(images) is not None and np.array_equal(learner.training_images(images), images)
+    key = jax.random.key(4)
+    state_c, losses_c = jittered.finetune(jittered.init_state(0), images, samples, 4, key)
+    uncached = dataclasses.replace(jittered, cache_image_features=False)
+    state_u, losses_u = uncached.finetune(uncached.init_state(0), images, samples, 4, key)
+    np.testing.assert_allclose(losses_c, losses_u, rtol=2e-5, atol=1e-6)
+    _, losses_plain = learner.finetune(learner.init_state(0), images, samples, 4, key)
+    assert not np.allclose(losses_c, losses_plain, rtol=1e-4)
+    questions, answers = [s["question"] for s in samples], [learner.target(s) for s in samples]
+    np.testing.assert_array_equal(jittered.answer_nll(state_c, images, questions, answers),
+                                  learner.answer_nll(state_c, images, questions, answers))
+
+
 def test_images_normalised_on_the_device_match_the_processor_layout():
     """The learner sends uint8 images and normalises them inside jit: the same floats as the host path
     (the processor's layout), for the embedded spec and a checkpoint's own mean and std."""

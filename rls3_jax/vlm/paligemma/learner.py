@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ class PaliGemmaLearner:
     embed_images: Any  # jitted (params, uint8 images) -> image tokens through the vision tower and projector
     cache_image_features: bool = True  # frozen vision tower: compute each image's tokens once per fine-tuning set
     grounded: bool = False  # answer with both objects' boxes before the caption (detection.grounded_answer)
+    photometric: float = 0.0  # strength of a fixed photometric jitter of every fine-tuning image (0: none)
     name: str = "paligemma"
 
     @property
@@ -146,18 +148,20 @@ class PaliGemmaLearner:
         mesh=None,
         param_dtype: str = "float32",
         grounded: bool = False,
+        photometric: float = 0.0,
     ) -> PaliGemmaLearner:
         """weights=None: the embedded default (base weights from rls3_jax/assets/ when present and
         `base_weights`, else a random init from `seed`); a path: a Hugging Face PaliGemma directory.
         mesh: a rls3_jax.sharding mesh (default: all devices on `data`); param_dtype "bfloat16" stores the
         frozen parameters in bf16 (trained ones keep float32 master weights); dtype is the compute dtype.
         grounded: fine-tune on, and answer with, both objects' boxes before the caption (needs samples with
-        metadata); the rubric reads only the answer's spatial words."""
+        metadata); the rubric reads only the answer's spatial words. photometric: fine-tune on the images under a
+        fixed brightness / contrast / colour / noise jitter of that strength (`training_images`)."""
         dtype = dtype or _default_dtype()
         options = dict(
             full_finetune=full_finetune, learning_rate=learning_rate, eval_batch_size=eval_batch_size,
             train_batch_size=train_batch_size, max_new_tokens=max_new_tokens, mesh=mesh, param_dtype=param_dtype,
-            grounded=grounded,
+            grounded=grounded, photometric=photometric,
         )
         if weights is None:
             if base_weights and BASE_WEIGHTS.is_file() and BASE_CONFIG.is_file():
@@ -187,10 +191,12 @@ class PaliGemmaLearner:
     def _assemble(
         cls, model, params, prompts, spec, *, full_finetune=False, learning_rate, eval_batch_size=32,
         train_batch_size=16, max_new_tokens, mesh=None, param_dtype="float32", cache_image_features=True,
-        grounded=False,
+        grounded=False, photometric=0.0,
     ) -> PaliGemmaLearner:
         if param_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"PaliGemma param_dtype {param_dtype!r} is not float32 or bfloat16")
+        if not 0.0 <= photometric < math.inf:
+            raise ValueError(f"PaliGemma photometric jitter strength {photometric} is not a number >= 0")
         # Host copies: init_state places them on the mesh (no whole model on one device first).
         params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
         tx, labels = paligemma_train.make_optimizer(params, learning_rate, full_finetune)
@@ -237,6 +243,7 @@ class PaliGemmaLearner:
                                  in_shardings=(state_sh["params"], batch_sh), out_shardings=replicated),
             cache_image_features=cache_image_features and not full_finetune,
             grounded=grounded,
+            photometric=float(photometric),
         )
 
     # ------------------------------------------------------------------------------------------- state
@@ -336,7 +343,20 @@ class PaliGemmaLearner:
         if not self.cache_image_features:
             return None
         params = sharding.put(state["params"], self.state_sharding["params"])
-        return self._image_features(params, resize_images(images, self.image_spec))[: len(images)]
+        return self._image_features(params, resize_images(self.training_images(images), self.image_spec))[: len(images)]
+
+    def training_images(self, images: np.ndarray) -> np.ndarray:
+        """What fine-tuning sees of (uint8) images: with `photometric`, each under a random brightness, contrast,
+        colour and noise change (sim.augment.photometric) seeded by its own pixels, so that the same image looks
+        the same in every iteration, resumed or not, cached or not. A lever measured outside the loop
+        (`bench/paligemma_heldout.py --photometric`, docs/paligemma.md); the loop fine-tunes on the images as they are."""
+        images = np.asarray(images)
+        if self.photometric <= 0:
+            return images
+        from sim.augment import photometric
+
+        return np.stack([photometric(image[None], np.random.default_rng(zlib.crc32(image.tobytes())),
+                                     self.photometric)[0] for image in images])
 
     def target(self, sample: dict) -> str:
         """The answer a sample teaches: its caption, or with `grounded` the boxes and then the caption."""
@@ -358,7 +378,7 @@ class PaliGemmaLearner:
         if encoded is None:  # the frozen tower's tokens cannot change in k steps: computed once for the set
             encoded = self.encode_images(state, images)
         if encoded is None:  # the tower trains
-            host["images"] = resize_images(images, self.image_spec)  # uint8: normalised on the device
+            host["images"] = resize_images(self.training_images(images), self.image_spec)  # uint8: normalised on the device
         data = sharding.put(host, replicated)  # the set goes to the devices once
         if encoded is not None:
             data["image_features"] = encoded
