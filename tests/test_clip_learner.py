@@ -214,6 +214,6 @@ def test_short_finetune_lifts_accuracy_on_held_out_samples():
     held_out = _samples(learner, "val", 300, 7)
     state = learner.init_state(0)
     before = learner.evaluate(state, *held_out)["metric"]
-    state, _ = learner.finetune(state, images, samples, 12, jax.random.PRNGKey(0))
+    state, _ = learner.finetune(state, images, samples, 9, jax.random.PRNGKey(0))  # 0.57 here (2026-12-07); 12 epochs took a third longer
     after = learner.evaluate(state, *held_out)["metric"]
     assert before < 0.4 and after > 0.5, (before, after)
