@@ -7,7 +7,7 @@ the caption (rls3_jax.vlm.paligemma.detection.grounded_answer), and each line ad
 answers state; `--true-boxes` (with `--grounded`) adds the score of the caption the model writes when its answer
 starts with the true boxes (what its relation step reads from perfect boxes); `--mirror`: the training set plus
 its mirror image (rls3_jax.mirror); `--photometric S`: fine-tune on the training images under the learner's fixed
-photometric jitter of strength S (the loop's `--image-jitter photometric` is S = 1).
+photometric jitter of strength S (measured, not used by the loop: docs/paligemma.md).
 
     PYTHONPATH=. python bench/paligemma_heldout.py --n 3000 --steps 1500 --eval-every 500 --lr 2e-3 [--grounded]
 """

@@ -176,7 +176,7 @@ def test_photometric_jitter_is_fixed_per_image_and_the_same_cached_or_not(learne
     assert seen.shape == images.shape and seen.dtype == np.uint8
     assert all(not np.array_equal(a, b) for a, b in zip(seen, images))
     np.testing.assert_array_equal(jittered.training_images(images[::-1]), seen[::-1])
-    assert learner.training_images(images) is not None and np.array_equal(learner.training_images(images), images)
+    np.testing.assert_array_equal(learner.training_images(images), images)  # photometric 0: as they are
     key = jax.random.key(4)
     state_c, losses_c = jittered.finetune(jittered.init_state(0), images, samples, 4, key)
     uncached = dataclasses.replace(jittered, cache_image_features=False)
