@@ -91,16 +91,16 @@ def test_loop_pretraining_runs_episodes_through_every_training_scene():
     episodes = pretraining_episodes(config)
     assert episodes == {"valid_per_episode": config.t0, "max_episode_steps": 50 * config.t0}
     env = jax_sim.from_python_env(sim.IndoorSceneEnv("train", **episodes), bank_size=256, seed=0)
-    key = jax.random.PRNGKey(0)
-    state, _ = env.reset(key)
+    key, step, reset = jax.random.PRNGKey(0), jax.jit(env.step), jax.jit(env.reset)  # eager ops: a minute
+    state, _ = reset(key)
     scenes, valid_in_episode, rng = {int(state.scene)}, 0, np.random.default_rng(0)
     for t in range(600):
-        state, _, _, _, truncated, valid = env.step(state, rng.uniform(-1, 1, 3).astype(np.float32),
-                                                    jax.random.fold_in(key, t))
+        state, _, _, _, truncated, valid = step(state, rng.uniform(-1, 1, 3).astype(np.float32),
+                                                jax.random.fold_in(key, t))
         valid_in_episode += int(valid)
         if bool(truncated):
             assert valid_in_episode == config.t0 or int(state.steps) == 50 * config.t0
-            state, _ = env.reset(jax.random.fold_in(key, 10_000 + t))
+            state, _ = reset(jax.random.fold_in(key, 10_000 + t))
             scenes.add(int(state.scene))
             valid_in_episode = 0
     assert len(scenes) >= 3  # of the five training scenes (one without truncation)
