@@ -5,12 +5,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax.traverse_util import flatten_dict
 
 import sim
 from rls3_jax.vlm.paligemma.inputs import ImageSpec, preprocess_images
 from rls3_jax.vlm.paligemma.learner import PaliGemmaLearner
-from rls3_jax.vlm.paligemma.model import PaliGemmaConfig, TextConfig, VisionConfig, init_params
+from rls3_jax.vlm.paligemma.model import (
+    PaliGemmaConfig,
+    TextConfig,
+    VisionConfig,
+    init_params,
+    merge_tokens,
+    unmerge_tokens,
+)
 from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, naming_answer, pretrain_vision
 
 
@@ -28,20 +36,26 @@ def test_shipped_base_weights_see_the_objects():
     assert recall > 0.5, (recall, said[:3])  # chance: 3 of 9 objects, 0.33
 
 
-def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss():
-    config = PaliGemmaConfig(
+def _tiny_config(image_token_merge=1):
+    return PaliGemmaConfig(
         vision=VisionConfig(image_size=16, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                             num_attention_heads=2),
         text=TextConfig(vocab_size=12, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1, head_dim=8),
-        image_token_index=3,
+        image_token_index=3, image_token_merge=image_token_merge,
     )
-    model, params = init_params(config, 0)
+
+
+@pytest.mark.parametrize("merge", [1, 2])
+def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss(merge):
+    model, params = init_params(_tiny_config(merge), 0)
+    assert model.config.num_image_tokens == 4 // merge**2
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (16, 16, 16, 3), dtype=np.uint8)
     presence = (images[:, :8, :8, 0].mean((1, 2)) > 127)[:, None].astype(np.float32) * np.ones((1, 3), np.float32)
     pixels = jnp.asarray(preprocess_images(images, ImageSpec(16)))
-    # where: the object sits in the top-left patch of the 2 x 2 token grid; how far: any standardisable value
+    # where: the object sits in the top-left patch of the 2 x 2 patch grid (also when the four patches are one
+    # merged image token: the targets stay per patch); how far: any standardisable value
     heat = np.broadcast_to(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (16, 3, 4))
     depth = rng.normal(0.0, 1.0, (16, 3)).astype(np.float32)
     targets = (presence, heat, depth)
@@ -52,6 +66,33 @@ def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss():
     for path in before:
         changed = not np.array_equal(before[path], after[path])
         assert changed == (path[0] in ("vision_tower", "multi_modal_projector")), path
+
+
+def test_merged_image_tokens_hold_blocks_of_neighbouring_patches():
+    grid = jnp.arange(36, dtype=jnp.float32).reshape(1, 36, 1) * jnp.array([1.0, -1.0])  # a 6 x 6 grid, 2 features
+    merged = merge_tokens(grid, 2)
+    assert merged.shape == (1, 9, 8)
+    np.testing.assert_array_equal(merged[0, 0, ::2], [0, 1, 6, 7])  # the top-left 2 x 2 block, row-major
+    np.testing.assert_array_equal(merged[0, 4, ::2], [14, 15, 20, 21])  # the centre block
+    np.testing.assert_array_equal(unmerge_tokens(merged, 2), grid)
+    assert merge_tokens(grid, 1) is grid
+
+
+def test_a_base_with_merged_image_tokens_saves_loads_and_answers(tmp_path):
+    from rls3_jax.vlm.paligemma.learner import embedded_config, load_base, save_base
+    from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
+
+    tokenizer = WordTokenizer.for_objects(list(sim.OBJECT_NAMES), location_tokens=True)
+    config = embedded_config(len(tokenizer), image_size=32, patch_size=8, image_token_merge=2)
+    assert config.num_image_tokens == 4  # a 4 x 4 patch grid in 2 x 2 blocks
+    model, params = init_params(config, 0)
+    assert params["multi_modal_projector"]["kernel"].shape == (4 * 128, 128)
+    save_base(tmp_path / "b.safetensors", tmp_path / "b.json", params, config, tokenizer, {})
+    config_, params_, tokenizer_, _ = load_base(tmp_path / "b.safetensors", tmp_path / "b.json")
+    assert config_ == config
+    learner = PaliGemmaLearner.from_parts(config_, params_, tokenizer_)
+    images, _ = sim.generate_samples("val", 2, 0, image_size=32)
+    assert len(learner.answer(learner.init_state(0), images, [NAMING_QUESTION] * 2)) == 2
 
 
 def test_procedural_rooms_are_valid_scenes_that_show_every_surface():
@@ -78,8 +119,6 @@ def test_procedural_rooms_are_valid_scenes_that_show_every_surface():
 
 
 def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_does_not_tile(capsys):
-    import pytest
-
     from rls3_jax.vlm.paligemma.learner import embedded_config
     from rls3_jax.vlm.paligemma.pretrain import main
 
@@ -90,6 +129,10 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
         main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
     assert stop.value.code == 2
     assert "--image-size 100 is not a multiple of --patch-size 8" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["--image-size", "96", "--patch-size", "8", "--image-token-merge", "5", "--out", "/nonexistent/b.safetensors"])
+    assert stop.value.code == 2
+    assert "--image-token-merge 5 does not divide the 12-patch side" in capsys.readouterr().err
 
 
 def test_location_embeddings_span_only_the_frequencies_asked_for():
@@ -112,8 +155,6 @@ def test_location_embeddings_span_only_the_frequencies_asked_for():
 
 
 def test_stage_one_taken_from_a_base_file_copies_its_vision_tower(tmp_path):
-    import pytest
-
     from rls3_jax.vlm.paligemma.learner import embedded_config, save_base
     from rls3_jax.vlm.paligemma.pretrain import _stage1_from
     from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer

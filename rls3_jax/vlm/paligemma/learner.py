@@ -50,7 +50,7 @@ EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE = 128, 16  # the shipped base's render 
 
 
 def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = EMBEDDED_IMAGE_SIZE,
-                    patch_size: int = EMBEDDED_PATCH_SIZE) -> PaliGemmaConfig:
+                    patch_size: int = EMBEDDED_PATCH_SIZE, image_token_merge: int = 1) -> PaliGemmaConfig:
     """The small default: 128 px images in 16 px patches (64 image tokens), multi-query Gemma.
 
     128 px rather than 64: the objects are 6-12 px wide instead of 3-5, which is what lets the base find them in
@@ -66,7 +66,7 @@ def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = E
             num_attention_heads=4, num_key_value_heads=1, head_dim=32,
         ),
         image_token_index=3,  # WordTokenizer's <image>
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, dtype=dtype,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, dtype=dtype, image_token_merge=image_token_merge,
     )
 
 

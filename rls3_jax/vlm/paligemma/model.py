@@ -72,10 +72,13 @@ class PaliGemmaConfig:
     bos_token_id: int = 2
     # Activations and matmuls run in `dtype` (parameters stay float32); "bfloat16" on accelerators.
     dtype: str = "float32"
+    # k > 1: each k x k block of neighbouring patch tokens is concatenated into one before the projector (the
+    # embedded model's fine patches at a quarter of the language model's sequence); checkpoints have 1.
+    image_token_merge: int = 1
 
     @property
     def num_image_tokens(self) -> int:
-        return self.vision.num_patches
+        return self.vision.num_patches // self.image_token_merge**2
 
     def replace(self, **changes) -> PaliGemmaConfig:
         return dataclasses.replace(self, **changes)
@@ -355,6 +358,26 @@ class Gemma(nn.Module):
 # ----------------------------------------------------------------------------------------------- PaliGemma
 
 
+def merge_tokens(tokens, k: int):
+    """[B, g*g, D] patch tokens (row-major grid) -> [B, (g/k)^2, k*k*D]: each k x k block of neighbours as one."""
+    if k == 1:
+        return tokens
+    b, n, d = tokens.shape
+    g = math.isqrt(n)
+    x = tokens.reshape(b, g // k, k, g // k, k, d).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (g // k) ** 2, k * k * d)
+
+
+def unmerge_tokens(values, k: int):
+    """The inverse layout of `merge_tokens`: [B, (g/k)^2, k*k*F] -> [B, g*g, F] in the patches' row-major order."""
+    if k == 1:
+        return values
+    b, n, kkf = values.shape
+    m, f = math.isqrt(n), kkf // (k * k)
+    x = values.reshape(b, m, m, k, k, f).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (m * k) ** 2, f)
+
+
 def prefix_lm_mask(token_type_ids, attention_mask):
     """[B, T, T] attention mask: causal, plus full attention among prefix tokens (type 0), minus padding keys.
 
@@ -383,7 +406,8 @@ class PaliGemma(nn.Module):
             raise ValueError(
                 f"pixel_values has shape {pixel_values.shape}, expected [B, {c.num_channels}, {c.image_size}, {c.image_size}]"
             )
-        return self.multi_modal_projector(self.vision_tower(pixel_values))
+        tokens = merge_tokens(self.vision_tower(pixel_values), self.config.image_token_merge)
+        return self.multi_modal_projector(tokens)
 
     def embed(self, input_ids, pixel_values=None, image_features=None):
         """Token embeddings with the image features in place of the image tokens (in order, per row).

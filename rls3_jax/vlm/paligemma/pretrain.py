@@ -51,7 +51,7 @@ from rls3_jax.vlm.paligemma.inputs import (
     sequence_length,
     training_batch,
 )
-from rls3_jax.vlm.paligemma.model import init_params
+from rls3_jax.vlm.paligemma.model import init_params, unmerge_tokens
 from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
 NAMING_QUESTION = "Which objects are in the image?"
@@ -96,12 +96,14 @@ def vision_targets(metadata, catalogue, grid: int, sigma: float = 0.6):
 
 def _vision_loss(model, rest, trainable, pixels, presence, heat, depth):
     tokens = model.apply({"params": {**rest, **trainable}}, pixels, method=model.embed_image)
-    logits = tokens @ trainable["head"]["kernel"] + trainable["head"]["bias"]  # [B, tokens, objects]
+    # With merged image tokens each token scores the k x k patches it holds: the targets stay per patch.
+    per_patch = lambda head: unmerge_tokens(tokens @ head["kernel"] + head["bias"], model.config.image_token_merge)
+    logits = per_patch(trainable["head"])  # [B, patches, objects]
     pooled = jax.nn.logsumexp(logits, axis=1) - jnp.log(logits.shape[1])
     present = optax.sigmoid_binary_cross_entropy(pooled, presence).mean()
     where_logp = jax.nn.log_softmax(logits, axis=1).transpose(0, 2, 1)  # [B, objects, tokens]
     where = -(heat * where_logp).sum(-1)
-    distance = tokens @ trainable["depth"]["kernel"] + trainable["depth"]["bias"]  # [B, tokens, objects]
+    distance = per_patch(trainable["depth"])  # [B, patches, objects]
     how_far = (heat * (distance.transpose(0, 2, 1) - depth[..., None]) ** 2).sum(-1)
     count = jnp.maximum(presence.sum(), 1.0)
     return present + ((where + how_far) * presence).sum() / count
@@ -112,8 +114,8 @@ def pretrain_vision(model, params, pixels, targets, steps: int, batch_size: int,
     presence, heat, depth = (jnp.asarray(t) for t in targets)
     depth_mean, depth_std = float(depth[presence > 0].mean()), float(depth[presence > 0].std())
     depth = (depth - depth_mean) / depth_std
-    width, n_objects = model.config.text.hidden_size, presence.shape[1]
-    head = lambda: {"kernel": jnp.zeros((width, n_objects)), "bias": jnp.zeros((n_objects,))}
+    width, outputs = model.config.text.hidden_size, presence.shape[1] * model.config.image_token_merge**2
+    head = lambda: {"kernel": jnp.zeros((width, outputs)), "bias": jnp.zeros((outputs,))}
     trainable = {"vision_tower": params["vision_tower"], "multi_modal_projector": params["multi_modal_projector"],
                  "head": head(), "depth": head()}
     rest = {k: v for k, v in params.items() if k not in trainable}
@@ -260,7 +262,8 @@ def _stage1_from(path: Path, config, params):
 def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, vision_learning_rate=1e-3,
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
-             location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1):
+             location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1,
+             image_token_merge=1):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
     vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped)."""
     import sim
@@ -268,7 +271,8 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
 
     catalogue = list(sim.OBJECT_NAMES)
     tokenizer = WordTokenizer.for_objects(catalogue, location_tokens=True)
-    config = paligemma_learner.embedded_config(len(tokenizer), image_size=image_size, patch_size=patch_size)
+    config = paligemma_learner.embedded_config(len(tokenizer), image_size=image_size, patch_size=patch_size,
+                                               image_token_merge=image_token_merge)
     model, params = init_params(config, seed)
     params = smooth_location_embeddings(params, tokenizer, seed, location_frequencies)
     stage1 = None if vision_from is None else _stage1_from(vision_from, config, params)
@@ -300,7 +304,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
         **vision_info, "location_frequencies": location_frequencies, "frozen_locations": frozen_locations,
-        "pairs_per_image": pairs_per_image,
+        "pairs_per_image": pairs_per_image, "image_token_merge": image_token_merge,
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "location_sigma_bins": sigma_bins,
         "task": f"{NAMING_QUESTION!r} -> objects in catalogue order; 'detect NAME' -> four <locYYYY> and NAME",
         "final_loss": float(np.mean(losses[-50:])),
@@ -397,15 +401,21 @@ def main(argv=None):
                         help="a base file whose vision tower replaces stage 1's")
     parser.add_argument("--pairs-per-image", type=int, default=1, choices=range(1, 7), metavar="{1..6}",
                         help="two-object detections ('detect A ; B') per image in stage 2")
+    parser.add_argument("--image-token-merge", type=int, default=1, metavar="K",
+                        help="K x K neighbouring patch tokens as one image token for the language model")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
         parser.error(f"--image-size {args.image_size} is not a multiple of --patch-size {args.patch_size}")
+    if args.image_token_merge < 1 or (args.image_size // args.patch_size) % args.image_token_merge:
+        parser.error(f"--image-token-merge {args.image_token_merge} does not divide the {args.image_size // args.patch_size}"
+                     "-patch side of the image")
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
         args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
         image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
         frozen_locations=args.frozen_locations, vision_from=args.vision_from, pairs_per_image=args.pairs_per_image,
+        image_token_merge=args.image_token_merge,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
