@@ -101,7 +101,7 @@ def _vision_loss(model, rest, trainable, pixels, presence, heat, depth):
     logits = per_patch(trainable["head"])  # [B, patches, objects]
     pooled = jax.nn.logsumexp(logits, axis=1) - jnp.log(logits.shape[1])
     present = optax.sigmoid_binary_cross_entropy(pooled, presence).mean()
-    where_logp = jax.nn.log_softmax(logits, axis=1).transpose(0, 2, 1)  # [B, objects, tokens]
+    where_logp = jax.nn.log_softmax(logits, axis=1).transpose(0, 2, 1)  # [B, objects, patches]
     where = -(heat * where_logp).sum(-1)
     distance = per_patch(trainable["depth"])  # [B, patches, objects]
     how_far = (heat * (distance.transpose(0, 2, 1) - depth[..., None]) ** 2).sum(-1)
