@@ -202,3 +202,27 @@ def test_frozen_location_embeddings_stay_while_the_rest_of_the_language_model_tr
                                        jax.random.key(0), 12.0, frozen_locations=frozen)
         assert np.array_equal(table(trained)[rows], table(params)[rows]) == frozen
         assert not np.array_equal(table(trained)[:first], table(params)[:first])  # the words' embeddings train
+
+
+def test_stage_one_saved_alone_is_what_a_later_run_starts_from(tmp_path, capsys):
+    from rls3_jax.vlm.paligemma.learner import load_base
+    from rls3_jax.vlm.paligemma.pretrain import _stage1_from, main, pretrain
+
+    path = tmp_path / "stage1.safetensors"
+    config, params, _, _ = pretrain(seed=0, n_train=8, vision_steps=2, vision_batch_size=2, steps=2, batch_size=2,
+                                    image_size=32, patch_size=8, image_token_merge=2, vision_out=path)
+    saved_config, saved, _, info = load_base(path, path.with_suffix(".json"))
+    assert saved_config == config and info["stage"] == "vision only" and info["vision_steps"] == 2
+    _, fresh = init_params(config, 5)
+    taken, _ = _stage1_from(path, config, fresh)
+    for part in ("vision_tower", "multi_modal_projector"):  # merged tokens: the later run takes both
+        for b, c in zip(jax.tree.leaves(saved[part]), jax.tree.leaves(taken[part])):
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(c))
+    for a, b in zip(jax.tree.leaves(params["vision_tower"]), jax.tree.leaves(saved["vision_tower"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # stage 2 leaves the tower as stage 1 made it
+    # Stage 2 computes the image tokens once, so only AdamW's weight decay moves the projector.
+    np.testing.assert_allclose(params["multi_modal_projector"]["kernel"], saved["multi_modal_projector"]["kernel"], rtol=1e-4)
+    with pytest.raises(SystemExit) as stop:
+        main(["--vision-from", str(path), "--vision-out", str(tmp_path / "x.safetensors"), "--out", str(tmp_path / "y")])
+    assert stop.value.code == 2 and "--vision-out saves stage 1, which --vision-from skips" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()

@@ -250,13 +250,17 @@ def pretrain_language(model, params, pixels, examples, prompts, steps, batch_siz
 
 
 def _stage1_from(path: Path, config, params):
-    """(params with `path`'s vision tower, what its JSON says of how it was made). The projector stays at this
-    run's init, as stage 2 computes every image's tokens once through it and so never trains it either."""
+    """(params with `path`'s vision tower, what its JSON says of how it was made). With one patch per image token
+    the projector stays at this run's init (the shipped base's recipe: stage 2 never trains it); with merged tokens
+    it is taken too, as a random k*k*width -> width projector would drop most of what the tower found."""
     base_config, base_params, _, base_info = paligemma_learner.load_base(path, path.with_suffix(".json"))
-    if base_config.vision != config.vision or base_config.text.hidden_size != config.text.hidden_size:
-        raise ValueError(f"--vision-from {path}: its vision tower ({base_config.vision}) does not fit this config "
-                         f"({config.vision}, text width {config.text.hidden_size})")
-    parts = {"vision_tower": jax.tree.map(jnp.asarray, base_params["vision_tower"])}
+    if (base_config.vision != config.vision or base_config.text.hidden_size != config.text.hidden_size
+            or base_config.image_token_merge != config.image_token_merge):
+        raise ValueError(f"--vision-from {path}: its vision tower ({base_config.vision}, image token merge "
+                         f"{base_config.image_token_merge}) does not fit this config ({config.vision}, text width "
+                         f"{config.text.hidden_size}, image token merge {config.image_token_merge})")
+    taken = ("vision_tower",) + (("multi_modal_projector",) if config.image_token_merge > 1 else ())
+    parts = {k: jax.tree.map(jnp.asarray, base_params[k]) for k in taken}
     keys = ("vision_steps", "vision_batch_size", "vision_learning_rate", "vision_final_loss", "vision_seconds")
     return {**params, **parts}, {"vision_from": str(path), **{k: base_info[k] for k in keys if k in base_info}}
 
@@ -265,9 +269,10 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
              location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1,
-             image_token_merge=1):
+             image_token_merge=1, vision_out: Path | None = None):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
-    vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped)."""
+    vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped). vision_out: where
+    stage 1's result is saved as a base file (its language model untrained) that a later `vision_from` can take."""
     import sim
     from sim import augment
 
@@ -292,6 +297,11 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
         params, vision_losses = pretrain_vision(model, params, pixels, vision_targets(metadata, catalogue, grid),
                                                 vision_steps, vision_batch_size, vision_learning_rate, vision_key)
         vision_info = {"vision_final_loss": float(np.mean(vision_losses[-50:])), "vision_seconds": round(time.time() - t1, 1)}
+        if vision_out is not None:
+            stage1_info = {"seed": seed, "n_train": n_train, "vision_steps": vision_steps, "stage": "vision only",
+                           "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
+                           "image_token_merge": image_token_merge, **vision_info}
+            paligemma_learner.save_base(vision_out, vision_out.with_suffix(".json"), params, config, tokenizer, stage1_info)
     else:
         params, vision_info = stage1
     t2 = time.time()
@@ -405,6 +415,8 @@ def main(argv=None):
                         help="two-object detections ('detect A ; B') per image in stage 2")
     parser.add_argument("--image-token-merge", type=int, default=1, metavar="K",
                         help="K x K neighbouring patch tokens as one image token for the language model")
+    parser.add_argument("--vision-out", type=Path, default=None,
+                        help="also save stage 1's result here (a base file --vision-from can take)")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
     args = parser.parse_args(argv)
     if args.image_size % args.patch_size:
@@ -412,12 +424,14 @@ def main(argv=None):
     if args.image_token_merge < 1 or (args.image_size // args.patch_size) % args.image_token_merge:
         parser.error(f"--image-token-merge {args.image_token_merge} does not divide the {args.image_size // args.patch_size}"
                      "-patch side of the image")
+    if args.vision_out is not None and args.vision_from is not None:
+        parser.error("--vision-out saves stage 1, which --vision-from skips: give one of them")
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
         args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
         image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
         frozen_locations=args.frozen_locations, vision_from=args.vision_from, pairs_per_image=args.pairs_per_image,
-        image_token_merge=args.image_token_merge,
+        image_token_merge=args.image_token_merge, vision_out=args.vision_out,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
