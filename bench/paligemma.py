@@ -45,8 +45,10 @@ CPU_CONFIGS = {
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=2048),
         batch=16, prompt=20, answer=16, new_tokens=20,
     ),
-    # the shipped base (rls3_jax/assets/paligemma_base.json) at the default preset's fine-tuning batch, with the
-    # loop's sequence length (64 image tokens + 32 text slots)
+    # the base shipped until the night of 2026-12-07 (128 px, 16 px patches) at the default preset's fine-tuning
+    # batch, with the loop's sequence length (64 image tokens + 32 text slots). The shipped base since merges 2 x 2
+    # of its 8 px patches into each image token, which transformers' PaliGemma cannot express, so it has no
+    # side-by-side row; this one stays the nearest shape both frameworks run.
     "embedded": dict(
         vision=dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, image_size=128, patch_size=16),
         text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1, head_dim=32, vocab_size=1068),

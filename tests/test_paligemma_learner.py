@@ -142,8 +142,11 @@ def test_cached_image_tokens_give_the_uncached_losses_and_parameters(learner, da
     base = flatten_dict(learner.base_params)
     moved = [p for p in flat_c if not np.array_equal(np.asarray(flat_c[p]), np.asarray(base[p]))]
     assert moved and all(p[0] == "language_model" and "self_attn" in p for p in moved)
+    # Adam divides by the gradient's own scale, so a float-level difference in a gradient near zero can move that
+    # one weight by up to a step (the learning rate, 2e-3); a cache that fed other tokens would move nearly all.
     for path in flat_c:
-        np.testing.assert_allclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)
+        close = np.isclose(np.asarray(flat_c[path]), np.asarray(flat_u[path]), rtol=1e-4, atol=1e-6)
+        assert close.mean() > 0.999, (path, int((~close).sum()))
 
 
 def test_image_tokens_encoded_once_serve_later_calls_and_every_state(learner, data):

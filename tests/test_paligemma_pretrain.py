@@ -124,7 +124,8 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
 
     config = embedded_config(40, image_size=96, patch_size=8)
     assert (config.vision.image_size, config.vision.patch_size) == (96, 8)
-    assert embedded_config(40).vision.image_size == 128  # the shipped base's shape stays the default
+    default = embedded_config(40)  # the shipped base's shape stays the default
+    assert (default.vision.image_size, default.vision.patch_size, default.num_image_tokens) == (96, 8, 36)
     with pytest.raises(SystemExit) as stop:
         main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
     assert stop.value.code == 2
@@ -160,7 +161,7 @@ def test_stage_one_taken_from_a_base_file_copies_its_vision_tower(tmp_path):
     from rls3_jax.vlm.paligemma.tokenizer import WordTokenizer
 
     tokenizer = WordTokenizer.for_objects(sim.OBJECT_NAMES, location_tokens=True)
-    config = embedded_config(len(tokenizer))
+    config = embedded_config(len(tokenizer), image_size=128, patch_size=16, image_token_merge=1)
     _, base = init_params(config, 1)
     path = tmp_path / "base.safetensors"
     save_base(path, path.with_suffix(".json"), base, config, tokenizer, {"vision_steps": 7, "vision_final_loss": 1.5})
@@ -173,7 +174,7 @@ def test_stage_one_taken_from_a_base_file_copies_its_vision_tower(tmp_path):
         for a, b in zip(jax.tree.leaves(params[part]), jax.tree.leaves(fresh[part])):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     with pytest.raises(ValueError, match="base.safetensors: its vision tower"):
-        _stage1_from(path, embedded_config(len(tokenizer), image_size=96, patch_size=8), fresh)
+        _stage1_from(path, embedded_config(len(tokenizer), image_size=96, patch_size=8, image_token_merge=1), fresh)
 
 
 def test_frozen_location_embeddings_stay_while_the_rest_of_the_language_model_trains():

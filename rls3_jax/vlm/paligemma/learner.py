@@ -46,15 +46,19 @@ from rls3_jax.vlm.paligemma.weights import from_pretrained
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
-EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE = 128, 16  # the shipped base's render and patch size
+# The shipped base's render size, patch size and patches merged per image token (side of the block).
+EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE, EMBEDDED_IMAGE_TOKEN_MERGE = 96, 8, 2
 
 
 def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = EMBEDDED_IMAGE_SIZE,
-                    patch_size: int = EMBEDDED_PATCH_SIZE, image_token_merge: int = 1) -> PaliGemmaConfig:
-    """The small default: 128 px images in 16 px patches (64 image tokens), multi-query Gemma.
+                    patch_size: int = EMBEDDED_PATCH_SIZE,
+                    image_token_merge: int = EMBEDDED_IMAGE_TOKEN_MERGE) -> PaliGemmaConfig:
+    """The small default: 96 px images in 8 px patches (144 for the tower), 2 x 2 of them merged into each of
+    the language model's 36 image tokens; multi-query Gemma.
 
-    128 px rather than 64: the objects are 6-12 px wide instead of 3-5, which is what lets the base find them in
-    rooms it was not trained in (docs/paligemma.md); 16 px patches keep the 64 image tokens of the 64 px model.
+    96 px rather than 64: the objects are about 8 px wide (median) instead of 3-5; 8 px patches localise them better than 16 px
+    ones, and merging keeps the language model's sequence short, which is where the loop spends its time
+    (docs/paligemma.md).
     """
     return PaliGemmaConfig(
         vision=VisionConfig(

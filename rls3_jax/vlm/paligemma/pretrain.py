@@ -1,11 +1,10 @@
 """Base weights of the embedded PaliGemma default: it names and detects the objects, never relates them.
 
-    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --out stage1/paligemma_base.safetensors
-    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --vision-from stage1/paligemma_base.safetensors \
-        --location-frequencies 2 --frozen-locations --pairs-per-image 6 --out rls3_jax/assets/paligemma_base.safetensors
+    python -m rls3_jax.vlm.paligemma.pretrain --seed 0 --location-frequencies 2 --frozen-locations \
+        --pairs-per-image 6 --vision-out stage1/paligemma_stage1.safetensors --out rls3_jax/assets/paligemma_base.safetensors
 
-(the shipped base: the second command runs stage 2 again on the first one's vision tower, with location-token
-embeddings that keep the bin's order and every ordered pair of objects detected at once; docs/paligemma.md) trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
+(the shipped base: 96 px renders in 8 px patches, 2 x 2 merged per image token; location-token embeddings that
+keep the bin's order and every ordered pair of objects detected at once; docs/paligemma.md) trains the small PaliGemma-architecture model from a random init on train-split renders of the simulator, in
 what real PaliGemma knows before RLS3 fine-tunes it: naming the objects in an image ("Which objects are in the
 image?" -> "a blender, a plate and a yellow bowl") and detecting one in PaliGemma's own format ("detect cup" ->
 "<loc0412><loc0233><loc0530><loc0310> cup", rls3_jax.vlm.paligemma.detection). No caption, question or answer of it holds
@@ -269,7 +268,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
              location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1,
-             image_token_merge=1, vision_out: Path | None = None):
+             image_token_merge=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, vision_out: Path | None = None):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
     vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped). vision_out: where
     stage 1's result is saved as a base file (its language model untrained) that a later `vision_from` can take."""
@@ -413,7 +412,7 @@ def main(argv=None):
                         help="a base file whose vision tower replaces stage 1's")
     parser.add_argument("--pairs-per-image", type=int, default=1, choices=range(1, 7), metavar="{1..6}",
                         help="two-object detections ('detect A ; B') per image in stage 2")
-    parser.add_argument("--image-token-merge", type=int, default=1, metavar="K",
+    parser.add_argument("--image-token-merge", type=int, default=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, metavar="K",
                         help="K x K neighbouring patch tokens as one image token for the language model")
     parser.add_argument("--vision-out", type=Path, default=None,
                         help="also save stage 1's result here (a base file --vision-from can take)")
