@@ -56,9 +56,9 @@ def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = E
     """The small default: 96 px images in 8 px patches (144 for the tower), 2 x 2 of them merged into each of
     the language model's 36 image tokens; multi-query Gemma.
 
-    96 px rather than 64: the objects are about 8 px wide (median) instead of 3-5; 8 px patches localise them better than 16 px
-    ones, and merging keeps the language model's sequence short, which is where the loop spends its time
-    (docs/paligemma.md).
+    96 px rather than 64: the objects are about 8 px wide (median) instead of 3-5; 8 px patches localise them
+    better than 16 px ones, and merging keeps the language model's sequence short, which is where the loop spends
+    its time (docs/paligemma.md).
     """
     return PaliGemmaConfig(
         vision=VisionConfig(

@@ -291,16 +291,24 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     pixels = jnp.asarray(preprocess_images(images, ImageSpec(config.vision.image_size)))
     grid = config.vision.image_size // config.vision.patch_size
     vision_key, key = jax.random.split(jax.random.key(seed))
+    # How the data and stage 1 were made: in the base's JSON, and in stage 1's own file with --vision-out.
+    made = {
+        "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
+        "augmentation": "sim.augment.jitter_scene variants of the training rooms"
+                        + (f" and of procedural rooms ({procedural:g} of the variants)" if procedural else "")
+                        + " + photometric jitter",
+        "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
+        "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
+        "image_token_merge": image_token_merge,
+    }
     t1 = time.time()
     if stage1 is None:
         params, vision_losses = pretrain_vision(model, params, pixels, vision_targets(metadata, catalogue, grid),
                                                 vision_steps, vision_batch_size, vision_learning_rate, vision_key)
         vision_info = {"vision_final_loss": float(np.mean(vision_losses[-50:])), "vision_seconds": round(time.time() - t1, 1)}
         if vision_out is not None:
-            stage1_info = {"seed": seed, "n_train": n_train, "vision_steps": vision_steps, "stage": "vision only",
-                           "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
-                           "image_token_merge": image_token_merge, **vision_info}
-            paligemma_learner.save_base(vision_out, vision_out.with_suffix(".json"), params, config, tokenizer, stage1_info)
+            paligemma_learner.save_base(vision_out, vision_out.with_suffix(".json"), params, config, tokenizer,
+                                        {**made, **vision_info, "stage": "vision only"})
     else:
         params, vision_info = stage1
     t2 = time.time()
@@ -308,14 +316,8 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     params, losses = pretrain_language(model, params, pixels, examples, WordPrompts(tokenizer), steps, batch_size,
                                        learning_rate, key, sigma_bins, frozen_locations)
     info = {
-        "seed": seed, "n_train": n_train, "per_variant": per_variant, "procedural": procedural,
-        "augmentation": "sim.augment.jitter_scene variants of the training rooms"
-                        + (f" and of procedural rooms ({procedural:g} of the variants)" if procedural else "")
-                        + " + photometric jitter",
-        "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
-        "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
-        **vision_info, "location_frequencies": location_frequencies, "frozen_locations": frozen_locations,
-        "pairs_per_image": pairs_per_image, "image_token_merge": image_token_merge,
+        **made, **vision_info, "location_frequencies": location_frequencies, "frozen_locations": frozen_locations,
+        "pairs_per_image": pairs_per_image,
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "location_sigma_bins": sigma_bins,
         "task": f"{NAMING_QUESTION!r} -> objects in catalogue order; 'detect NAME' -> four <locYYYY> and NAME",
         "final_loss": float(np.mean(losses[-50:])),
