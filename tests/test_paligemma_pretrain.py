@@ -19,7 +19,14 @@ from rls3_jax.vlm.paligemma.model import (
     merge_tokens,
     unmerge_tokens,
 )
-from rls3_jax.vlm.paligemma.pretrain import NAMING_QUESTION, naming_answer, pretrain_vision
+from rls3_jax.vlm.paligemma.pretrain import (
+    NAMING_QUESTION,
+    naming_answer,
+    object_centres,
+    pretrain_vision,
+    vision_targets,
+    zoomed_batch,
+)
 
 
 def test_naming_answer_uses_catalogue_order():
@@ -46,8 +53,8 @@ def _tiny_config(image_token_merge=1):
     )
 
 
-@pytest.mark.parametrize("merge", [1, 2])
-def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss(merge):
+@pytest.mark.parametrize("merge, zoom", [(1, 0.0), (2, 0.0), (2, 0.3)])
+def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss(merge, zoom):
     model, params = init_params(_tiny_config(merge), 0)
     assert model.config.num_image_tokens == 4 // merge**2
     rng = np.random.default_rng(0)
@@ -59,13 +66,48 @@ def test_vision_stage_trains_only_the_tower_and_projector_and_lowers_its_loss(me
     heat = np.broadcast_to(np.array([1.0, 0.0, 0.0, 0.0], np.float32), (16, 3, 4))
     depth = rng.normal(0.0, 1.0, (16, 3)).astype(np.float32)
     targets = (presence, heat, depth)
-    trained, losses = pretrain_vision(model, params, pixels, targets, 40, 8, 3e-3, jax.random.key(0))
+    centres = np.broadcast_to(np.array([0.25, 0.25], np.float32), (16, 3, 2))  # the top-left patch's centre
+    trained, losses = pretrain_vision(model, params, pixels, targets, 40, 8, 3e-3, jax.random.key(0), zoom, centres)
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     before, after = flatten_dict(params), flatten_dict(trained)
     assert before.keys() == after.keys()
     for path in before:
         changed = not np.array_equal(before[path], after[path])
         assert changed == (path[0] in ("vision_tower", "multi_modal_projector")), path
+
+
+def test_zoomed_batches_move_the_targets_with_the_image():
+    catalogue = list(sim.OBJECT_NAMES)
+    images, metadata = sim.generate_samples("val", 24, 5, image_size=48)
+    presence, heat, _ = vision_targets(metadata, catalogue, 6)
+    centres = object_centres(metadata, catalogue)
+    pixels = jnp.asarray(preprocess_images(images, ImageSpec(48)))
+    # no zoom: the image and the targets of vision_targets
+    same, seen, same_heat, log_f = zoomed_batch(pixels, presence, centres, jax.random.key(0), 1e-7, 6)
+    np.testing.assert_allclose(same, pixels, atol=1e-3)
+    np.testing.assert_allclose(same_heat, heat, atol=1e-5)
+    np.testing.assert_array_equal(seen, presence)
+    # a bright square at each image's first object follows it: it lands in the cell its heat map peaks at
+    square = np.full((24, 3, 48, 48), -1.0, np.float32)
+    first = [catalogue.index(m["objects"][0]["name"]) for m in metadata]
+    for i, k in enumerate(first):
+        row, col = (centres[i, k] * 48).astype(int)
+        square[i, :, row - 1:row + 2, col - 1:col + 2] = 1.0
+    moved, seen, moved_heat, log_f = zoomed_batch(jnp.asarray(square), presence, centres, jax.random.key(1), 0.5, 6)
+    f = np.exp(np.asarray(log_f))
+    assert f.min() < 0.9 and f.max() > 1.1 and f.min() >= 1 / 1.5 - 1e-6 and f.max() <= 1.5 + 1e-6
+    checked = 0
+    for i, k in enumerate(first):
+        if seen[i, k]:
+            peak = np.unravel_index(np.argmax(moved[i, 0]), (48, 48))
+            cell = np.unravel_index(np.argmax(moved_heat[i, k]), (6, 6))
+            assert np.abs(np.array(peak) // 8 - np.array(cell)).max() <= 1, (i, peak, cell)
+            np.testing.assert_allclose(moved_heat[i, k].sum(), 1.0, rtol=1e-5)
+            checked += 1
+        else:  # moved out of the frame: absent, no heat
+            assert moved_heat[i, k].sum() == 0
+    assert checked >= 12
+    assert np.all(np.asarray(seen) <= presence)
 
 
 def test_merged_image_tokens_hold_blocks_of_neighbouring_patches():

@@ -93,6 +93,39 @@ def vision_targets(metadata, catalogue, grid: int, sigma: float = 0.6):
     return presence, heat, depth
 
 
+def object_centres(metadata, catalogue) -> np.ndarray:
+    """[n, O, 2] projected (row, column) of every catalogue object in [0, 1] of the image (0 where absent)."""
+    centres = np.zeros((len(metadata), len(catalogue), 2), np.float32)
+    for i, m in enumerate(metadata):
+        for o, (row, col, _) in zip(m["objects"], detection.project(m, [o["position"] for o in m["objects"]])):
+            centres[i, catalogue.index(o["name"])] = row, col
+    return centres
+
+
+def zoomed_batch(pixels, presence, centres, key, zoom: float, grid: int, sigma: float = 0.6):
+    """A random zoom and shift of each image and its targets (stage 1 only): scale f in [1 / (1 + zoom), 1 + zoom]
+    (log-uniform; above 1 a crop, below 1 the image placed inside a grey frame), shifted anywhere the image still
+    covers (f > 1) or stays inside (f < 1) the frame. Objects moved out of the frame are absent; an object seen f
+    times larger is as if f times nearer (log f off its log distance). The tower then cannot tie a place to where
+    the training rooms' tables stand in the frame. pixels [B, 3, H, W] normalised; returns (pixels, presence,
+    heat, log f)."""
+    b, size = pixels.shape[0], pixels.shape[-1]
+    scale_key, shift_key = jax.random.split(key)
+    f = jnp.exp(jax.random.uniform(scale_key, (b,), minval=-1.0, maxval=1.0) * jnp.log1p(zoom))
+    shift = jax.random.uniform(shift_key, (b, 2)) * (1.0 - f)[:, None]  # in image fractions
+    move = lambda im, f, t: jax.image.scale_and_translate(  # noqa: E731
+        im, im.shape, (1, 2), jnp.stack([f, f]), t * size, "linear")
+    pixels = jax.vmap(move)(pixels, f, shift)  # zero outside the source: mid-grey after normalisation
+    centres = centres * f[:, None, None] + shift[:, None, :]
+    inside = jnp.all((centres >= 0.0) & (centres < 1.0), axis=-1)
+    presence = presence * inside
+    cells = (jnp.arange(grid) + 0.5) / grid
+    d2 = (cells[:, None] - centres[..., 0, None, None]) ** 2 + (cells[None, :] - centres[..., 1, None, None]) ** 2
+    g = jnp.exp(-d2 * grid**2 / (2 * sigma**2)).reshape(*centres.shape[:2], grid * grid)
+    heat = g / g.sum(-1, keepdims=True) * presence[..., None]
+    return pixels, presence, heat, jnp.log(f)
+
+
 def _vision_loss(model, rest, trainable, pixels, presence, heat, depth):
     tokens = model.apply({"params": {**rest, **trainable}}, pixels, method=model.embed_image)
     # With merged image tokens each token scores the k x k patches it holds: the targets stay per patch.
@@ -108,11 +141,15 @@ def _vision_loss(model, rest, trainable, pixels, presence, heat, depth):
     return present + ((where + how_far) * presence).sum() / count
 
 
-def pretrain_vision(model, params, pixels, targets, steps: int, batch_size: int, learning_rate: float, key):
-    """Stage 1: the SigLIP tower and the projector learn which objects are where (heads discarded)."""
+def pretrain_vision(model, params, pixels, targets, steps: int, batch_size: int, learning_rate: float, key,
+                    zoom: float = 0.0, centres=None):
+    """Stage 1: the SigLIP tower and the projector learn which objects are where (heads discarded). zoom > 0:
+    every batch randomly zoomed and shifted (`zoomed_batch`, needs the objects' `centres`)."""
     presence, heat, depth = (jnp.asarray(t) for t in targets)
     depth_mean, depth_std = float(depth[presence > 0].mean()), float(depth[presence > 0].std())
     depth = (depth - depth_mean) / depth_std
+    grid = model.config.vision.image_size // model.config.vision.patch_size
+    data = (pixels, presence, heat, depth, None if centres is None else jnp.asarray(centres))
     width, outputs = model.config.text.hidden_size, presence.shape[1] * model.config.image_token_merge**2
     head = lambda: {"kernel": jnp.zeros((width, outputs)), "bias": jnp.zeros((outputs,))}
     trainable = {"vision_tower": params["vision_tower"], "multi_modal_projector": params["multi_modal_projector"],
@@ -121,17 +158,23 @@ def pretrain_vision(model, params, pixels, targets, steps: int, batch_size: int,
     schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(steps // 20, 1), steps, learning_rate * 0.05)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
 
-    @jax.jit
-    def step(trainable, opt, pixels, presence, heat, depth, idx):
-        loss, grads = jax.value_and_grad(lambda t: _vision_loss(
-            model, rest, t, pixels[idx], presence[idx], heat[idx], depth[idx]))(trainable)
+    def batch(data, idx, zoom_key):
+        pixels, presence, heat, depth, centres = data
+        if zoom <= 0:
+            return pixels[idx], presence[idx], heat[idx], depth[idx]
+        moved, seen, heat, log_f = zoomed_batch(pixels[idx], presence[idx], centres[idx], zoom_key, zoom, grid)
+        return moved, seen, heat, depth[idx] - log_f[:, None] / depth_std
+
+    @jax.jit  # the data is an argument: a constant this size would take XLA minutes to compile in
+    def step(trainable, opt, data, idx, zoom_key):
+        loss, grads = jax.value_and_grad(lambda t: _vision_loss(model, rest, t, *batch(data, idx, zoom_key)))(trainable)
         updates, opt = tx.update(grads, opt, trainable)
         return optax.apply_updates(trainable, updates), opt, loss
 
     opt, losses = tx.init(trainable), []
     for step_key in jax.random.split(key, steps):
         idx = jax.random.randint(step_key, (batch_size,), 0, len(presence))
-        trainable, opt, loss = step(trainable, opt, pixels, presence, heat, depth, idx)
+        trainable, opt, loss = step(trainable, opt, data, idx, jax.random.fold_in(step_key, 1))
         losses.append(loss)
         if len(losses) % 250 == 0:
             print(f"vision step {len(losses)}: loss {float(np.mean(jax.device_get(losses[-50:]))):.3f}", flush=True)
@@ -268,7 +311,8 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
              steps=4000, batch_size=16, learning_rate=1e-3, sigma_bins=12.0, per_variant=12, procedural=0.0,
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
              location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1,
-             image_token_merge=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, vision_out: Path | None = None):
+             image_token_merge=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, vision_out: Path | None = None,
+             zoom=0.0):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
     vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped). vision_out: where
     stage 1's result is saved as a base file (its language model untrained) that a later `vision_from` can take."""
@@ -299,12 +343,14 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
                         + " + photometric jitter",
         "vision_steps": vision_steps, "vision_batch_size": vision_batch_size, "vision_learning_rate": vision_learning_rate,
         "vision_task": "which catalogue objects are in the image, at which tokens, how far (heads discarded)",
-        "image_token_merge": image_token_merge,
+        "image_token_merge": image_token_merge, "vision_zoom": zoom,
     }
     t1 = time.time()
     if stage1 is None:
+        centres = object_centres(metadata, catalogue) if zoom > 0 else None
         params, vision_losses = pretrain_vision(model, params, pixels, vision_targets(metadata, catalogue, grid),
-                                                vision_steps, vision_batch_size, vision_learning_rate, vision_key)
+                                                vision_steps, vision_batch_size, vision_learning_rate, vision_key,
+                                                zoom, centres)
         vision_info = {"vision_final_loss": float(np.mean(vision_losses[-50:])), "vision_seconds": round(time.time() - t1, 1)}
         if vision_out is not None:
             paligemma_learner.save_base(vision_out, vision_out.with_suffix(".json"), params, config, tokenizer,
@@ -401,6 +447,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--per-variant", type=int, default=12,
+                        help="renders of each scene variant (fewer: more variants, slower to render)")
+    parser.add_argument("--zoom", type=float, default=0.0,
+                        help="stage 1 only: zoom each batch's images by up to 1 + ZOOM in or out, shifted at random")
     parser.add_argument("--procedural", type=float, default=0.0,
                         help="share of the scene variants that are procedural rooms (sim.augment.random_room)")
     parser.add_argument("--image-size", type=int, default=paligemma_learner.EMBEDDED_IMAGE_SIZE, help="render size in pixels")
@@ -425,14 +475,16 @@ def main(argv=None):
     if args.image_token_merge < 1 or (args.image_size // args.patch_size) % args.image_token_merge:
         parser.error(f"--image-token-merge {args.image_token_merge} does not divide the {args.image_size // args.patch_size}"
                      "-patch side of the image")
+    if args.per_variant < 1 or args.zoom < 0:
+        parser.error(f"--per-variant must be >= 1 and --zoom >= 0, got {args.per_variant} and {args.zoom}")
     if args.vision_out is not None and args.vision_from is not None:
         parser.error("--vision-out saves stage 1, which --vision-from skips: give one of them")
     config, params, tokenizer, info = pretrain(
         args.seed, args.n_train, args.vision_steps, args.vision_batch_size, args.vision_learning_rate,
-        args.steps, args.batch_size, args.learning_rate, procedural=args.procedural,
+        args.steps, args.batch_size, args.learning_rate, per_variant=args.per_variant, procedural=args.procedural,
         image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
         frozen_locations=args.frozen_locations, vision_from=args.vision_from, pairs_per_image=args.pairs_per_image,
-        image_token_merge=args.image_token_merge, vision_out=args.vision_out,
+        image_token_merge=args.image_token_merge, vision_out=args.vision_out, zoom=args.zoom,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
