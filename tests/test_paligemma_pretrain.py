@@ -108,6 +108,10 @@ def test_zoomed_batches_move_the_targets_with_the_image():
             assert moved_heat[i, k].sum() == 0
     assert checked >= 12
     assert np.all(np.asarray(seen) <= presence)
+    for key in range(8):  # objects absent from the start, or zoomed far out of the frame: no heat, never NaN
+        _, seen, far_heat, _ = zoomed_batch(pixels, presence, centres, jax.random.key(key), 2.0, 6)
+        assert np.isfinite(far_heat).all()
+        np.testing.assert_allclose(np.asarray(far_heat).sum(-1), seen, atol=1e-5)
 
 
 def test_merged_image_tokens_hold_blocks_of_neighbouring_patches():

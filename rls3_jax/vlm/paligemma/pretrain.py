@@ -122,7 +122,8 @@ def zoomed_batch(pixels, presence, centres, key, zoom: float, grid: int, sigma: 
     cells = (jnp.arange(grid) + 0.5) / grid
     d2 = (cells[:, None] - centres[..., 0, None, None]) ** 2 + (cells[None, :] - centres[..., 1, None, None]) ** 2
     g = jnp.exp(-d2 * grid**2 / (2 * sigma**2)).reshape(*centres.shape[:2], grid * grid)
-    heat = g / g.sum(-1, keepdims=True) * presence[..., None]
+    # far outside the frame g underflows to zero: absent objects get no heat, never 0 / 0
+    heat = jnp.where(presence[..., None] > 0, g / jnp.maximum(g.sum(-1, keepdims=True), 1e-30), 0.0)
     return pixels, presence, heat, jnp.log(f)
 
 
