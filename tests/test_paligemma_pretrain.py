@@ -180,6 +180,11 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
         main(["--image-size", "96", "--patch-size", "8", "--image-token-merge", "5", "--out", "/nonexistent/b.safetensors"])
     assert stop.value.code == 2
     assert "--image-token-merge 5 does not divide the 12-patch side" in capsys.readouterr().err
+    for flag, value in (("--per-variant", "0"), ("--zoom", "-0.5")):
+        with pytest.raises(SystemExit) as stop:
+            main([flag, value, "--out", "/nonexistent/b.safetensors"])
+        assert stop.value.code == 2
+        assert "--per-variant must be >= 1 and --zoom >= 0" in capsys.readouterr().err
 
 
 def test_location_embeddings_span_only_the_frequencies_asked_for():
