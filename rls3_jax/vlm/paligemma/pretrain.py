@@ -23,7 +23,9 @@ a spatial word. Two stages:
 
 Every render is photometrically jittered (brightness, colour balance, contrast, noise) so that what is learned
 does not hang on the five training rooms' colours (--procedural P: a share P of the scene variants are
-procedural rooms, sim.augment.random_room; measured worse at the shipped step budget, docs/paligemma.md).
+procedural rooms, sim.augment.random_room; measured worse at the shipped step budget, docs/paligemma.md; nor were
+--per-variant N, a new scene variant every N renders instead of 12, and --zoom Z, stage 1's batches zoomed and
+shifted at random, better on validation).
 Writes the weights (safetensors) and a JSON next to them (config, vocabulary, the run's settings and its
 naming / detection / spatial scores on val, proxy and test renders). Deterministic under --seed.
 """
