@@ -115,12 +115,15 @@ def zoomed_batch(pixels, presence, centres, key, zoom: float, grid: int, sigma: 
     scale_key, shift_key = jax.random.split(key)
     f = jnp.exp(jax.random.uniform(scale_key, (b,), minval=-1.0, maxval=1.0) * jnp.log1p(zoom))
     shift = jax.random.uniform(shift_key, (b, 2)) * (1.0 - f)[:, None]  # in image fractions
-    move = lambda im, f, t: jax.image.scale_and_translate(  # noqa: E731
-        im, im.shape, (1, 2), jnp.stack([f, f]), t * size, "linear")
-    pixels = jax.vmap(move)(pixels, f, shift)  # zero outside the source: mid-grey after normalisation
+
+    def move(image, f, t):  # zero outside the source: mid-grey after normalisation
+        return jax.image.scale_and_translate(image, image.shape, (1, 2), jnp.stack([f, f]), t * size, "linear")
+
+    pixels = jax.vmap(move)(pixels, f, shift)
     centres = centres * f[:, None, None] + shift[:, None, :]
     inside = jnp.all((centres >= 0.0) & (centres < 1.0), axis=-1)
     presence = presence * inside
+    # vision_targets' heat maps, on device (that numpy copy stays: the shipped base is reproduced from it bit for bit)
     cells = (jnp.arange(grid) + 0.5) / grid
     d2 = (cells[:, None] - centres[..., 0, None, None]) ** 2 + (cells[None, :] - centres[..., 1, None, None]) ** 2
     g = jnp.exp(-d2 * grid**2 / (2 * sigma**2)).reshape(*centres.shape[:2], grid * grid)
