@@ -172,6 +172,7 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
     assert (config.vision.image_size, config.vision.patch_size) == (96, 8)
     default = embedded_config(40)  # the shipped base's shape stays the default
     assert (default.vision.image_size, default.vision.patch_size, default.num_image_tokens) == (96, 8, 36)
+    assert (default.vision.num_hidden_layers, embedded_config(40, vision_layers=6).vision.num_hidden_layers) == (3, 6)
     with pytest.raises(SystemExit) as stop:
         main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
     assert stop.value.code == 2
@@ -180,11 +181,11 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
         main(["--image-size", "96", "--patch-size", "8", "--image-token-merge", "5", "--out", "/nonexistent/b.safetensors"])
     assert stop.value.code == 2
     assert "--image-token-merge 5 does not divide the 12-patch side" in capsys.readouterr().err
-    for flag, value in (("--per-variant", "0"), ("--zoom", "-0.5")):
+    for flag, value in (("--per-variant", "0"), ("--zoom", "-0.5"), ("--vision-layers", "0")):
         with pytest.raises(SystemExit) as stop:
             main([flag, value, "--out", "/nonexistent/b.safetensors"])
         assert stop.value.code == 2
-        assert "--per-variant must be >= 1 and --zoom >= 0" in capsys.readouterr().err
+        assert "--per-variant and --vision-layers must be >= 1 and --zoom >= 0" in capsys.readouterr().err
 
 
 def test_location_embeddings_span_only_the_frequencies_asked_for():

@@ -48,11 +48,13 @@ BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
 # The shipped base's render size, patch size and patches merged per image token (side of the block).
 EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE, EMBEDDED_IMAGE_TOKEN_MERGE = 96, 8, 2
+EMBEDDED_VISION_LAYERS = 3
 
 
 def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = EMBEDDED_IMAGE_SIZE,
                     patch_size: int = EMBEDDED_PATCH_SIZE,
-                    image_token_merge: int = EMBEDDED_IMAGE_TOKEN_MERGE) -> PaliGemmaConfig:
+                    image_token_merge: int = EMBEDDED_IMAGE_TOKEN_MERGE,
+                    vision_layers: int = EMBEDDED_VISION_LAYERS) -> PaliGemmaConfig:
     """The small default: 96 px images in 8 px patches (144 for the tower), 2 x 2 of them merged into each of
     the language model's 36 image tokens; multi-query Gemma.
 
@@ -62,7 +64,8 @@ def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = E
     """
     return PaliGemmaConfig(
         vision=VisionConfig(
-            image_size=image_size, patch_size=patch_size, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+            image_size=image_size, patch_size=patch_size, hidden_size=128, intermediate_size=256,
+            num_hidden_layers=vision_layers,
             num_attention_heads=4,
         ),
         text=TextConfig(

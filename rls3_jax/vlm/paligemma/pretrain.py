@@ -318,7 +318,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
              image_size=paligemma_learner.EMBEDDED_IMAGE_SIZE, patch_size=paligemma_learner.EMBEDDED_PATCH_SIZE,
              location_frequencies=16, frozen_locations=False, vision_from: Path | None = None, pairs_per_image=1,
              image_token_merge=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, vision_out: Path | None = None,
-             zoom=0.0):
+             zoom=0.0, vision_layers=paligemma_learner.EMBEDDED_VISION_LAYERS):
     """(config, params, tokenizer, info): stage 1 (`pretrain_vision`), then stage 2 (`pretrain_language`).
     vision_from: a base file whose vision tower stands in for stage 1's (which is then skipped). vision_out: where
     stage 1's result is saved as a base file (its language model untrained) that a later `vision_from` can take."""
@@ -328,7 +328,7 @@ def pretrain(seed=0, n_train=8192, vision_steps=8000, vision_batch_size=32, visi
     catalogue = list(sim.OBJECT_NAMES)
     tokenizer = WordTokenizer.for_objects(catalogue, location_tokens=True)
     config = paligemma_learner.embedded_config(len(tokenizer), image_size=image_size, patch_size=patch_size,
-                                               image_token_merge=image_token_merge)
+                                               image_token_merge=image_token_merge, vision_layers=vision_layers)
     model, params = init_params(config, seed)
     params = smooth_location_embeddings(params, tokenizer, seed, location_frequencies)
     stage1 = None if vision_from is None else _stage1_from(vision_from, config, params)
@@ -472,6 +472,8 @@ def main(argv=None):
                         help="two-object detections ('detect A ; B') per image in stage 2")
     parser.add_argument("--image-token-merge", type=int, default=paligemma_learner.EMBEDDED_IMAGE_TOKEN_MERGE, metavar="K",
                         help="K x K neighbouring patch tokens as one image token for the language model")
+    parser.add_argument("--vision-layers", type=int, default=paligemma_learner.EMBEDDED_VISION_LAYERS,
+                        help="transformer layers of the SigLIP tower")
     parser.add_argument("--vision-out", type=Path, default=None,
                         help="also save stage 1's result here (a base file --vision-from can take)")
     parser.add_argument("--out", type=Path, default=paligemma_learner.BASE_WEIGHTS)
@@ -481,8 +483,9 @@ def main(argv=None):
     if args.image_token_merge < 1 or (args.image_size // args.patch_size) % args.image_token_merge:
         parser.error(f"--image-token-merge {args.image_token_merge} does not divide the {args.image_size // args.patch_size}"
                      "-patch side of the image")
-    if args.per_variant < 1 or args.zoom < 0:
-        parser.error(f"--per-variant must be >= 1 and --zoom >= 0, got {args.per_variant} and {args.zoom}")
+    if args.per_variant < 1 or args.zoom < 0 or args.vision_layers < 1:
+        parser.error(f"--per-variant and --vision-layers must be >= 1 and --zoom >= 0, got {args.per_variant}, "
+                     f"{args.vision_layers} and {args.zoom}")
     if args.vision_out is not None and args.vision_from is not None:
         parser.error("--vision-out saves stage 1, which --vision-from skips: give one of them")
     config, params, tokenizer, info = pretrain(
@@ -491,6 +494,7 @@ def main(argv=None):
         image_size=args.image_size, patch_size=args.patch_size, location_frequencies=args.location_frequencies,
         frozen_locations=args.frozen_locations, vision_from=args.vision_from, pairs_per_image=args.pairs_per_image,
         image_token_merge=args.image_token_merge, vision_out=args.vision_out, zoom=args.zoom,
+        vision_layers=args.vision_layers,
     )
     out_json = args.out.with_suffix(".json")
     paligemma_learner.save_base(args.out, out_json, params, config, tokenizer, info)
