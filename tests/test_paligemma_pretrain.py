@@ -172,7 +172,7 @@ def test_pretraining_takes_the_render_and_patch_size_and_rejects_a_patch_that_do
     assert (config.vision.image_size, config.vision.patch_size) == (96, 8)
     default = embedded_config(40)  # the shipped base's shape stays the default
     assert (default.vision.image_size, default.vision.patch_size, default.num_image_tokens) == (96, 8, 36)
-    assert (default.vision.num_hidden_layers, embedded_config(40, vision_layers=6).vision.num_hidden_layers) == (3, 6)
+    assert (default.vision.num_hidden_layers, embedded_config(40, vision_layers=3).vision.num_hidden_layers) == (6, 3)
     with pytest.raises(SystemExit) as stop:
         main(["--image-size", "100", "--patch-size", "8", "--out", "/nonexistent/base.safetensors"])
     assert stop.value.code == 2

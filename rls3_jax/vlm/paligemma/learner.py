@@ -48,7 +48,7 @@ BASE_WEIGHTS = ASSETS / "paligemma_base.safetensors"
 BASE_CONFIG = ASSETS / "paligemma_base.json"
 # The shipped base's render size, patch size and patches merged per image token (side of the block).
 EMBEDDED_IMAGE_SIZE, EMBEDDED_PATCH_SIZE, EMBEDDED_IMAGE_TOKEN_MERGE = 96, 8, 2
-EMBEDDED_VISION_LAYERS = 3
+EMBEDDED_VISION_LAYERS = 6  # 3 localised worse in every split (docs/paligemma.md, "A deeper vision tower")
 
 
 def embedded_config(vocab_size: int, dtype: str = "float32", image_size: int = EMBEDDED_IMAGE_SIZE,
